@@ -1,0 +1,181 @@
+"""The one exception hierarchy: everything packetron raises derives from PacketronError."""
+from __future__ import annotations
+
+__all__ = [
+    "PacketronError",
+    "ConfigError",
+    "ProtocolError",
+    "HttpError",
+    "BadRequest",
+    "NotFound",
+    "MethodNotAllowed",
+    "RequestTimeout",
+    "PayloadTooLarge",
+    "UriTooLong",
+    "UnsupportedMediaType",
+    "RangeNotSatisfiable",
+    "TooManyRequests",
+    "HeadersTooLarge",
+    "ResponseAlreadySent",
+    "GlobalDataDisabled",
+    "NetError",
+    "FramingError",
+    "FrameTooLarge",
+    "BufferFull",
+    "ConnectionClosed",
+    "IncompleteRead",
+    "ConnectionModeError",
+    "ConnectFailed",
+    "RpcError",
+    "RpcTimeout",
+    "RemoteError",
+    "HandlerLoadError",
+]
+
+
+class PacketronError(Exception):
+    """Root of every error packetron raises on purpose."""
+
+
+class ConfigError(PacketronError, ValueError):
+    """An option has an invalid value; raised at construction, never per request."""
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+class HttpError(PacketronError):
+    """An error that maps onto an HTTP status; `status_code` is a class attribute."""
+
+    status_code: int = 500
+
+    def __init__(self, message: str = "", *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class ProtocolError(HttpError):
+    """The peer broke HTTP/1.1 framing; the connection is answered and then closed."""
+
+    status_code = 400
+
+
+class BadRequest(ProtocolError):
+    status_code = 400
+
+
+class RequestTimeout(ProtocolError):
+    status_code = 408
+
+
+class UriTooLong(ProtocolError):
+    status_code = 414
+
+
+class HeadersTooLarge(ProtocolError):
+    status_code = 431
+
+
+class NotFound(HttpError):
+    status_code = 404
+
+
+class MethodNotAllowed(HttpError):
+    status_code = 405
+
+
+class PayloadTooLarge(HttpError):
+    status_code = 413
+
+
+class UnsupportedMediaType(HttpError):
+    status_code = 415
+
+
+class RangeNotSatisfiable(HttpError):
+    status_code = 416
+
+
+class TooManyRequests(HttpError):
+    status_code = 429
+
+
+class ResponseAlreadySent(PacketronError):
+    """A handler tried to send a second response for one request."""
+
+
+class GlobalDataDisabled(PacketronError):
+    """Global data was used on a server started with ServerFlags.NO_GLOBAL_DATA."""
+
+
+# ---------------------------------------------------------------- net
+
+
+class NetError(PacketronError):
+    """Errors of the broker / TCP layer."""
+
+
+class FramingError(NetError):
+    """Bytes on the wire do not form a valid frame (bad header, bad type)."""
+
+
+class FrameTooLarge(FramingError):
+    """A frame header announced (or a line grew) beyond the configured maximum."""
+
+
+class BufferFull(NetError):
+    """send() was called while the outgoing buffer is above max_buffer_bytes."""
+
+
+class ConnectionClosed(NetError):
+    """The connection ended while an operation was waiting on it."""
+
+
+class IncompleteRead(ConnectionClosed, EOFError):
+    """The stream ended before `readexactly(n)` got its n bytes.
+
+    Shaped like `asyncio.IncompleteReadError` (an EOFError with `partial` and `expected`), so
+    code ported from asyncio streams keeps working with `except EOFError`.
+    """
+
+    def __init__(self, partial: bytes, expected: int | None) -> None:
+        super().__init__(f"{len(partial)} bytes read on a total of {expected!r} expected bytes")
+        self.partial = partial
+        self.expected = expected
+
+
+class ConnectionModeError(NetError, RuntimeError):
+    """A Connection was used both by reading and through "message" listeners.
+
+    The two styles consume the same bytes, so one connection takes one of them.
+    """
+
+
+class ConnectFailed(NetError):
+    """A client gave up connecting (after its last retry)."""
+
+
+class RpcError(NetError):
+    """Base of request-response errors."""
+
+
+class RpcTimeout(RpcError):
+    """No response arrived within the request timeout."""
+
+
+class RemoteError(RpcError):
+    """The peer answered a request with an error.
+
+    `payload` is what the peer sent (for packet-stream, the `{"message", "name", "stack"}`
+    object); `str(err)` is its message.
+    """
+
+    def __init__(self, message: str, payload: object = None, name: str | None = None) -> None:
+        super().__init__(message)
+        self.payload = payload
+        self.name = name
+
+
+class HandlerLoadError(NetError):
+    """A broker handler file failed to import or does not define the required function."""

@@ -1,0 +1,50 @@
+"""Case-insensitive request headers, built lazily from httptools' raw pairs."""
+from __future__ import annotations
+
+from typing import Iterator, Mapping
+
+__all__ = ["Headers"]
+
+
+class Headers(Mapping[str, str]):
+    """Read-only, case-insensitive view of request headers.
+
+    Repeated headers are joined with ", " (RFC 9110 §5.3); `get_all(name)` returns each
+    value on its own. `raw` keeps the original (name, value) byte pairs in order.
+    """
+
+    __slots__ = ("raw", "_map")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.raw = raw
+        merged: dict[str, str] = {}
+        for name, value in raw:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            if key in merged:
+                merged[key] = merged[key] + ", " + text
+            else:
+                merged[key] = text
+        self._map = merged
+
+    def __getitem__(self, name: str) -> str:
+        return self._map[name.lower()]
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        return self._map.get(name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._map
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def get_all(self, name: str) -> list[str]:
+        wanted = name.lower().encode("latin-1")
+        return [value.decode("latin-1") for key, value in self.raw if key.lower() == wanted]
+
+    def __repr__(self) -> str:
+        return f"Headers({self._map!r})"

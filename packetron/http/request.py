@@ -1,0 +1,368 @@
+"""The request object handlers receive.
+
+The protocol fills it from parser callbacks; the body arrives afterwards, piece by piece,
+and is decoded only when the handler asks for it (`await get_body()` or `.body`).
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections import deque
+from typing import TYPE_CHECKING, Any, AsyncIterator
+from urllib.parse import parse_qsl, unquote
+
+from packetron.errors import BadRequest, ConnectionClosed
+from packetron.http import bodies
+from packetron.http.cookies import parse_cookie_header
+from packetron.http.headers import Headers
+from packetron.http.route import BodyMode
+
+if TYPE_CHECKING:
+    from packetron.http.protocol import HttpProtocol
+    from packetron.http.response import Response
+    from packetron.http.route import Route
+
+__all__ = ["Request", "STREAM_HIGH_WATER"]
+
+# Unconsumed body bytes of a streaming route above which the socket is paused
+# (uvicorn's flow-control mark): memory stays flat whatever the upload size.
+STREAM_HIGH_WATER = 64 * 1024
+
+_UNSET: Any = object()
+
+
+class Request:
+    """One HTTP request.
+
+    Attributes:
+        method: "GET", "POST", ...
+        path: the percent-decoded path, without the query string.
+        url: the raw request target as sent.
+        http_version: "1.1" or "1.0".
+        route: the Route serving it (None for requests answered with 404/405).
+    """
+
+    __slots__ = (
+        "method", "path", "url", "http_version", "route", "response", "keep_alive",
+        "expect_continue", "content_length", "_raw_headers", "_headers", "_query_string",
+        "_protocol", "_chunks", "_unconsumed", "body_complete", "body_size", "discard_body",
+        "_waiter", "_lost", "_parsed", "_files", "_query", "_cookies", "run_on_complete",
+        "error", "is_head", "body_cap", "streaming", "__weakref__",
+    )
+
+    def __init__(self, protocol: "HttpProtocol", method: str, path: str, url: str,
+                 query_string: str, http_version: str, raw_headers: list[tuple[bytes, bytes]],
+                 keep_alive: bool) -> None:
+        self.method = method
+        self.path = path
+        self.url = url
+        self._query_string = query_string
+        self.http_version = http_version
+        self._raw_headers = raw_headers
+        self._headers: Headers | None = None
+        self.keep_alive = keep_alive
+        self.expect_continue = False
+        self.content_length: int | None = None
+        self.is_head = method == "HEAD"
+        self.route: Route | None = None
+        self.response: Response = None  # type: ignore[assignment]  # set by the protocol
+        self._protocol = protocol
+        self._chunks: deque[bytes] = deque()
+        self._unconsumed = 0
+        self.body_complete = False
+        self.body_size = 0
+        self.discard_body = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._lost = False
+        self._parsed: Any = _UNSET
+        self._files: Any = _UNSET
+        self._query: dict[str, Any] | None = None
+        self._cookies: dict[str, str] | None = None
+        self.run_on_complete = False
+        self.body_cap: int | None = None
+        self.streaming = False
+        self.error: tuple[int, str, list[tuple[str, str]] | None] | None = None
+
+    # ------------------------------------------------------------ headers & URL
+
+    @property
+    def headers(self) -> Headers:
+        """Case-insensitive headers (built on first use)."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = Headers(self._raw_headers)
+        return headers
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("content-type")
+
+    def get_query_params(self) -> dict[str, Any]:
+        """Query parameters; a repeated name gives a list of its values."""
+        if self._query is None:
+            params: dict[str, Any] = {}
+            if self._query_string:
+                for name, value in parse_qsl(self._query_string, keep_blank_values=True):
+                    bodies.add_repeated(params, name, value)
+            self._query = params
+        return self._query
+
+    def get_cookies(self) -> dict[str, str]:
+        if self._cookies is None:
+            header = self.headers.get("cookie")
+            self._cookies = parse_cookie_header(header) if header else {}
+        return self._cookies
+
+    def get_cookie(self, name: str) -> str | None:
+        return self.get_cookies().get(name)
+
+    def get_ip(self) -> str:
+        """The client's address.
+
+        X-Forwarded-For is honoured only when the direct peer is a trusted proxy; the list
+        is then read from the right, skipping trusted proxies, so a client cannot choose
+        the address by sending the header itself.
+        """
+        peer = self._protocol.peer_host
+        trusted = self._protocol.state.trusted_proxies
+        if not trusted or not _is_trusted(peer, trusted):
+            return peer
+        forwarded = self.headers.get("x-forwarded-for")
+        if not forwarded:
+            return peer
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if not _is_trusted(hop, trusted):
+                return hop
+        return hops[0] if hops else peer
+
+    def has_body(self) -> bool:
+        """True when the request announced a body (Content-Length > 0 or chunked)."""
+        if self.content_length is not None:
+            return self.content_length > 0
+        return "transfer-encoding" in self.headers
+
+    # ------------------------------------------------------------ body plumbing
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _feed(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._unconsumed += len(chunk)
+        if self._unconsumed >= STREAM_HIGH_WATER:
+            self._protocol.pause_body()
+        self._wake()
+
+    def _complete(self) -> None:
+        self.body_complete = True
+        self._wake()
+
+    def _connection_lost(self) -> None:
+        self._lost = True
+        self._wake()
+
+    async def _wait(self) -> None:
+        if self._lost:
+            raise ConnectionClosed("the client closed the connection before the body ended")
+        self._protocol.resume_body()
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = self._protocol.loop.create_future()
+        await waiter
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The raw body, chunk by chunk, as it arrives; the socket pauses if you fall behind.
+
+        Raises:
+            ConnectionClosed: the client vanished before the body ended.
+        """
+        chunks = self._chunks
+        while True:
+            if chunks:
+                chunk = chunks.popleft()
+                self._unconsumed -= len(chunk)
+                if self._unconsumed < STREAM_HIGH_WATER:
+                    self._protocol.resume_body()
+                yield chunk
+            elif self.body_complete:
+                return
+            else:
+                await self._wait()
+
+    async def read_body_bytes(self) -> bytes:
+        """The whole raw body (waits until it has arrived)."""
+        while not self.body_complete:
+            await self._wait()
+        return self._joined()
+
+    def _joined(self) -> bytes:
+        chunks = self._chunks
+        if len(chunks) == 1:
+            return chunks[0]
+        data = b"".join(chunks)
+        chunks.clear()
+        if data:
+            chunks.append(data)
+        return data
+
+    # ------------------------------------------------------------ decoded body
+
+    def _decode_buffered(self) -> Any:
+        route = self.route
+        mode = route.body_mode if route is not None else BodyMode.DISCARD
+        if mode is BodyMode.DISCARD:
+            return None
+        raw = self._joined() if self._chunks else b""
+        if mode is BodyMode.JSON:
+            return bodies.decode_json(raw)
+        if mode is BodyMode.TEXT:
+            return bodies.decode_text(raw, bodies.charset_of(self.content_type))
+        if mode is BodyMode.FORM:
+            return bodies.decode_form(raw, bodies.charset_of(self.content_type))
+        if mode is BodyMode.XML:
+            return bodies.decode_xml(raw)
+        return raw
+
+    def _is_streaming(self) -> bool:
+        route = self.route
+        if route is None:
+            return False
+        mode = route.body_mode
+        if mode is BodyMode.MULTIPART or mode is BodyMode.LEGACY_UPLOAD:
+            return True
+        if mode is BodyMode.FORM:
+            content_type = self.content_type or ""
+            return content_type.lower().startswith("multipart/")
+        return False
+
+    async def _parse_streaming(self) -> None:
+        from packetron.http.multipart import parse_multipart  # uploads cost nothing unless used
+
+        route = self.route
+        assert route is not None
+        mode = {BodyMode.MULTIPART: "multipart", BodyMode.FORM: "form",
+                BodyMode.LEGACY_UPLOAD: "legacy"}[route.body_mode]
+        fields, files = await parse_multipart(self, route.multipart_options, mode=mode)
+        if route.body_mode is BodyMode.LEGACY_UPLOAD:
+            self._parsed = ""
+        else:
+            self._parsed = fields
+        self._files = files
+
+    async def get_body(self) -> Any:
+        """The body, decoded as the route's HandlerFlags say (see the README table).
+
+        Raises:
+            BadRequest / PayloadTooLarge / UnsupportedMediaType: the body cannot be decoded.
+            ConnectionClosed: the client vanished before the body ended.
+        """
+        if self._parsed is _UNSET:
+            if self._is_streaming():
+                await self._parse_streaming()
+            else:
+                while not self.body_complete:
+                    await self._wait()
+                self._parsed = self._decode_buffered()
+        return self._parsed
+
+    async def get_files(self) -> dict[str, Any]:
+        """Uploaded files of a MULTIPART_FORM_DATA / FILE_UPLOAD route ({} otherwise)."""
+        if self._files is _UNSET:
+            if self._is_streaming():
+                if self._parsed is _UNSET:
+                    await self._parse_streaming()
+            else:
+                await self.get_body()
+                self._files = {}
+        return self._files
+
+    @property
+    def body(self) -> Any:
+        """The decoded body for synchronous handlers (the body has fully arrived by then).
+
+        Raises:
+            BadRequest: the body cannot be decoded.
+            RuntimeError: used before the body has arrived (in an async handler, await
+                get_body() instead).
+        """
+        if self._parsed is _UNSET:
+            if self._is_streaming() or not self.body_complete:
+                raise RuntimeError("the body has not been read yet; use await request.get_body()")
+            self._parsed = self._decode_buffered()
+        return self._parsed
+
+    @property
+    def files(self) -> dict[str, Any]:
+        """Uploaded files, for synchronous handlers of upload routes."""
+        if self._files is _UNSET:
+            if self._is_streaming():
+                raise RuntimeError("files have not been read yet; use await request.get_files()")
+            self._files = {}
+        return self._files
+
+    async def _prepare_for_sync_handler(self) -> None:
+        """Read and decode the body so a synchronous handler can use .body / .files."""
+        if self._is_streaming():
+            await self.get_files()
+        else:
+            while not self.body_complete:
+                await self._wait()
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.url}>"
+
+
+def _is_trusted(host: str, trusted: tuple[str, ...]) -> bool:
+    if host in trusted:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    for entry in trusted:
+        if "/" in entry:
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                continue
+    if address.version == 6 and address.ipv4_mapped is not None:  # type: ignore[union-attr]
+        return str(address.ipv4_mapped) in trusted  # type: ignore[union-attr]
+    return False
+
+
+def decode_target(target: bytes) -> tuple[str, str]:
+    """(percent-decoded path, raw query string) of a request target.
+
+    Raises:
+        BadRequest: the target is not origin-, absolute- or asterisk-form.
+    """
+    if target[:1] == b"/":
+        path_bytes, _, query = target.partition(b"?")
+        path_bytes = path_bytes.partition(b"#")[0]
+    elif target == b"*":
+        return "*", ""
+    else:
+        import httptools  # absolute-form, only seen from proxies: parse it properly
+
+        try:
+            parsed = httptools.parse_url(target)
+        except httptools.HttpParserInvalidURLError as exc:
+            raise BadRequest("invalid request target") from exc
+        path_bytes = parsed.path or b"/"
+        query = parsed.query or b""
+    try:
+        path = path_bytes.decode("ascii") if path_bytes.isascii() else path_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("request path is not valid UTF-8") from exc
+    if "%" in path:
+        try:
+            path = unquote(path, errors="strict")
+        except UnicodeDecodeError as exc:
+            raise BadRequest("percent-encoded path is not valid UTF-8") from exc
+    return path, query.decode("latin-1")

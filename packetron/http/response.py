@@ -1,0 +1,218 @@
+"""The response object handlers receive: one send per request, written in one write."""
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from packetron.errors import ResponseAlreadySent
+from packetron.http import wire
+from packetron.http.bodies import encode_json
+from packetron.http.cookies import SameSite, build_set_cookie
+from packetron.status import reason_phrase
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from packetron.http.protocol import HttpProtocol
+    from packetron.http.request import Request
+
+__all__ = ["Response", "NO_BODY_STATUSES"]
+
+CT_JSON = b"content-type: application/json\r\n"
+CT_HTML = b"content-type: text/html; charset=utf-8\r\n"
+CT_TEXT = b"content-type: text/plain; charset=utf-8\r\n"
+CT_OCTET = b"content-type: application/octet-stream\r\n"
+
+# RFC 9110 §6.4.1: these never carry content (and 1xx/204 no Content-Length either).
+NO_BODY_STATUSES = frozenset({204, 304} | set(range(100, 200)))
+
+
+class Response:
+    """Builds and writes the response of one request.
+
+    The `send_*` methods write status, headers and body at once; a second send raises
+    ResponseAlreadySent and writes nothing. `start` / `write` / `sendfile` / `end` stream
+    a body instead.
+    """
+
+    __slots__ = ("_protocol", "_request", "_headers", "_has_content_type", "sent",
+                 "finished", "pending", "status", "_chunked", "_body_allowed")
+
+    def __init__(self, protocol: "HttpProtocol", request: "Request") -> None:
+        self._protocol = protocol
+        self._request = request
+        self._headers: list[tuple[str, str]] | None = None
+        self._has_content_type = False
+        self.sent = False          # the head has been written
+        self.finished = False      # the whole response has been written
+        self.pending = False       # an asynchronous send (send_file) is under way
+        self.status = 0
+        self._chunked = False
+        self._body_allowed = True
+
+    # ------------------------------------------------------------ headers
+
+    def set_header(self, name: str, value: Any) -> None:
+        """Set a response header, replacing an earlier one of the same name.
+
+        Raises:
+            ResponseAlreadySent: the head has been written already.
+            ValueError: CR or LF in the name or value.
+        """
+        if self.sent:
+            raise ResponseAlreadySent("headers cannot change after the response was sent")
+        text = str(value)
+        if "\r" in text or "\n" in text or "\r" in name or "\n" in name or ":" in name:
+            raise ValueError(f"invalid header {name!r}")
+        lowered = name.lower()
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = []
+        elif lowered != "set-cookie":
+            headers[:] = [(n, v) for n, v in headers if n.lower() != lowered]
+        headers.append((name, text))
+        if lowered == "content-type":
+            self._has_content_type = True
+
+    def set_cookie(self, name: str, value: str, *, max_age: int | None = None,
+                   expires: "datetime | str | int | float | None" = None, path: str = "/",
+                   domain: str | None = None, http_only: bool = False, secure: bool = False,
+                   same_site: SameSite | None = None) -> None:
+        """Add a Set-Cookie header with exactly the attributes given."""
+        header = build_set_cookie(name, value, max_age=max_age, expires=expires, path=path,
+                                  domain=domain, http_only=http_only, secure=secure,
+                                  same_site=same_site)
+        self.set_header("Set-Cookie", header)
+
+    def clear_cookie(self, name: str, *, path: str = "/", domain: str | None = None) -> None:
+        """Tell the browser to drop a cookie (empty value, expired, Max-Age=0)."""
+        self.set_header("Set-Cookie", build_set_cookie(
+            name, "", max_age=0, expires="Thu, 01 Jan 1970 00:00:00 GMT", path=path,
+            domain=domain))
+
+    # ------------------------------------------------------------ whole responses
+
+    def _send(self, status: int, content_type: bytes | None, body: bytes) -> None:
+        if self.sent or self.pending:
+            raise ResponseAlreadySent("a response was already sent for this request")
+        if not 100 <= status <= 599:
+            raise ValueError(f"status must be 100..599, got {status}")
+        protocol = self._protocol
+        request = self._request
+        connection = protocol.connection_header(request)
+        if self._has_content_type:
+            content_type = None
+        if status in NO_BODY_STATUSES:
+            head = wire.build_head(status, protocol.state.date_header, None, None,
+                                   self._headers, connection, omit_length=True)
+            body = b""
+        else:
+            head = wire.build_head(status, protocol.state.date_header, content_type,
+                                   len(body), self._headers, connection)
+        self.sent = True
+        self.status = status
+        protocol.write(head if request.is_head or not body else head + body)
+        self.finished = True
+        protocol.response_finished(request)
+
+    def send_json(self, obj: Any, status: int = 200) -> None:
+        """Send `obj` as compact UTF-8 JSON."""
+        self._send(status, CT_JSON, encode_json(obj))
+
+    def send_html(self, text: str, status: int = 200) -> None:
+        self._send(status, CT_HTML, text.encode("utf-8"))
+
+    def send_text_plain(self, text: str, status: int = 200) -> None:
+        self._send(status, CT_TEXT, text.encode("utf-8"))
+
+    def send(self, payload: Any = b"", status: int = 200) -> None:
+        """dict/list → JSON, str → text/plain, bytes → application/octet-stream."""
+        if isinstance(payload, (bytes, bytearray, memoryview)):
+            self._send(status, CT_OCTET, bytes(payload))
+        elif isinstance(payload, str):
+            self._send(status, CT_TEXT, payload.encode("utf-8"))
+        else:
+            self._send(status, CT_JSON, encode_json(payload))
+
+    def send_ok(self) -> None:
+        """200 with the body "OK"."""
+        self._send(200, CT_TEXT, b"OK")
+
+    def send_status_code(self, code: int) -> None:
+        """A response of just this status; the body is its reason phrase."""
+        self._send(code, CT_TEXT, reason_phrase(code).encode("ascii"))
+
+    # ------------------------------------------------------------ files
+
+    def send_file(self, path: str) -> "asyncio.Task[None]":
+        """Send a file (MIME by extension, ETag/304, Range/206, HEAD).
+
+        Works from sync and async handlers; await the returned task to wait for the end.
+        """
+        return self._file_task(path, None, download=False)
+
+    def download_file(self, path: str, filename: str | None = None) -> "asyncio.Task[None]":
+        """Send a file as an attachment (Content-Disposition), named `filename` if given."""
+        return self._file_task(path, filename, download=True)
+
+    def _file_task(self, path: str, filename: str | None, *, download: bool) -> "asyncio.Task[None]":
+        if self.sent or self.pending:
+            raise ResponseAlreadySent("a response was already sent for this request")
+        from packetron.http import static  # static serving costs nothing unless used
+
+        self.pending = True
+        coro = static.send_file(self._request, self, path, attachment_filename=filename,
+                                download=download)
+        return self._protocol.spawn(self._request, coro)
+
+    # ------------------------------------------------------------ streaming
+
+    def start(self, status: int, headers: list[tuple[str, str]] | None = None,
+              content_length: int | None = None) -> None:
+        """Write the head of a streamed response; `content_length=None` means chunked.
+
+        Raises:
+            ResponseAlreadySent: the head was written already.
+        """
+        if self.sent:
+            raise ResponseAlreadySent("a response was already sent for this request")
+        protocol = self._protocol
+        all_headers = list(self._headers or ())
+        if headers:
+            all_headers.extend(headers)
+        no_body = status in NO_BODY_STATUSES
+        self._body_allowed = not no_body and not self._request.is_head
+        self._chunked = content_length is None and self._body_allowed
+        head = wire.build_head(status, protocol.state.date_header, None, content_length,
+                               all_headers, protocol.connection_header(self._request),
+                               omit_length=no_body or (content_length is None and not self._chunked))
+        self.sent = True
+        self.pending = True
+        self.status = status
+        protocol.write(head)
+
+    async def write(self, data: bytes) -> None:
+        """Write a piece of a streamed body, waiting while the client is slow to read."""
+        if not self._body_allowed or not data:
+            return
+        protocol = self._protocol
+        protocol.write(wire.encode_chunk(data) if self._chunked else data)
+        await protocol.drain()
+
+    async def sendfile(self, file: BinaryIO, offset: int, count: int) -> None:
+        """Write `count` bytes of `file` from `offset`, zero-copy where the loop can."""
+        if not self._body_allowed or count <= 0:
+            return
+        if self._chunked:
+            raise RuntimeError("sendfile needs a known content_length")
+        await self._protocol.sendfile(file, offset, count)
+
+    def end(self) -> None:
+        """Finish a streamed response."""
+        if self.finished:
+            return
+        if self._chunked:
+            self._protocol.write(wire.LAST_CHUNK)
+        self.finished = True
+        self.pending = False
+        self._protocol.response_finished(self._request)

@@ -1,0 +1,118 @@
+"""A registered route: handler, body mode, plugins and limits, decided once at registration."""
+from __future__ import annotations
+
+import inspect
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from packetron.errors import ConfigError
+from packetron.flags import HandlerFlags, RequestMethod
+from packetron.http.limits import FixedWindowRateLimiter
+from packetron.http.plugins import Plugin, PluginManager
+from packetron.http.router import normalize_path
+
+if TYPE_CHECKING:
+    from packetron.http.app import Packetron
+
+__all__ = ["Route", "BodyMode", "body_mode_for", "MULTIPART_OPTION_NAMES"]
+
+Handler = Callable[[Any, Any], Any]
+
+MULTIPART_OPTION_NAMES = frozenset({
+    "max_file_size", "max_files", "max_fields", "max_field_size", "max_field_name_size",
+    "max_parts", "max_header_pairs", "file_storage_directory", "on_file", "on_limit",
+})
+
+
+class BodyMode(IntEnum):
+    RAW = 0        # no body flag: get_body() gives the bytes
+    DISCARD = 1    # DONT_USE_BODY: never buffered
+    JSON = 2
+    FORM = 3       # urlencoded in memory, or multipart with file parts drained
+    XML = 4
+    TEXT = 5
+    MULTIPART = 6  # fields in memory, files streamed to disk
+    LEGACY_UPLOAD = 7  # FILE_UPLOAD: get_files() -> {field: path}
+
+
+_BODY_FLAGS: tuple[tuple[HandlerFlags, BodyMode], ...] = (
+    (HandlerFlags.DONT_USE_BODY, BodyMode.DISCARD),
+    (HandlerFlags.JSON_BODY, BodyMode.JSON),
+    (HandlerFlags.FORM_DATA, BodyMode.FORM),
+    (HandlerFlags.XML_BODY, BodyMode.XML),
+    (HandlerFlags.PLAIN_TEXT_BODY, BodyMode.TEXT),
+    (HandlerFlags.MULTIPART_FORM_DATA, BodyMode.MULTIPART),
+    (HandlerFlags.FILE_UPLOAD, BodyMode.LEGACY_UPLOAD),
+)
+STREAMING_MODES = frozenset({BodyMode.MULTIPART, BodyMode.LEGACY_UPLOAD})
+
+
+def body_mode_for(flags: int) -> BodyMode:
+    """The one body mode a route's flags ask for.
+
+    Raises:
+        ConfigError: two body modes at once (the result would depend on flag order).
+    """
+    chosen = [mode for flag, mode in _BODY_FLAGS if flags & flag]
+    if len(chosen) > 1:
+        raise ConfigError(f"flags choose {len(chosen)} body modes "
+                          f"({', '.join(m.name for m in chosen)}); choose one")
+    return chosen[0] if chosen else BodyMode.RAW
+
+
+class Route:
+    """One (method, path) registration. `route.remove()` unregisters it, even while serving."""
+
+    __slots__ = ("method", "path", "key", "handler", "is_async", "flags", "body_mode",
+                 "plugins", "multipart_options", "rate_limiter", "max_request_size_in_bytes",
+                 "local_plugins_only", "_server", "__weakref__")
+
+    def __init__(
+        self,
+        server: "Packetron | None",
+        method: int,
+        path: str,
+        handler: Handler,
+        *,
+        flags: int = 0,
+        plugins: Iterable[Plugin] = (),
+        multipart_options: dict[str, Any] | None = None,
+        max_requests_per_second: int | None = None,
+        max_request_size_in_bytes: int | None = None,
+    ) -> None:
+        if not callable(handler):
+            raise ConfigError(f"handler for {path!r} is not callable: {handler!r}")
+        self.method = RequestMethod(method)
+        self.path = path
+        self.key = normalize_path(path)
+        self.handler = handler
+        self.is_async = inspect.iscoroutinefunction(handler)
+        self.flags = HandlerFlags(flags)
+        self.body_mode = body_mode_for(flags)
+        self.local_plugins_only = bool(flags & HandlerFlags.LOCAL_PLUGINS_ONLY)
+        self.plugins = PluginManager()
+        for plugin in plugins:
+            self.plugins.add(plugin)
+        if multipart_options is not None:
+            unknown = set(multipart_options) - MULTIPART_OPTION_NAMES
+            if unknown:
+                raise ConfigError(f"unknown multipart option(s): {', '.join(sorted(unknown))}")
+        self.multipart_options = multipart_options
+        self.rate_limiter = (FixedWindowRateLimiter(max_requests_per_second)
+                             if max_requests_per_second is not None else None)
+        if max_request_size_in_bytes is not None and (
+                not isinstance(max_request_size_in_bytes, int) or max_request_size_in_bytes < 0):
+            raise ConfigError("max_request_size_in_bytes must be a non-negative integer")
+        self.max_request_size_in_bytes = max_request_size_in_bytes
+        self._server = server
+
+    def remove(self) -> bool:
+        """Unregister this route; True if it was still registered."""
+        if self._server is None:
+            return False
+        removed = self._server._remove_route(self)
+        self._server = None
+        return removed
+
+    def __repr__(self) -> str:
+        return f"Route({self.method.name} /{self.key} -> {getattr(self.handler, '__name__', self.handler)!r})"

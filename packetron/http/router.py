@@ -1,0 +1,94 @@
+"""Exact-match routing: one dict lookup on the normalized path, then a slot per method.
+
+Pure: no I/O. The protocol asks `lookup(path)` once per request and indexes the result
+with the RequestMethod integer, so routing never scans a list or runs a regex.
+"""
+from __future__ import annotations
+
+from typing import Generic, Iterator, TypeVar
+
+from packetron.flags import RequestMethod
+
+__all__ = ["normalize_path", "Router", "METHOD_INDEX", "METHOD_COUNT"]
+
+T = TypeVar("T")
+
+METHOD_COUNT = len(RequestMethod)
+# Method name as httptools reports it (bytes) -> slot index; unknown methods are absent.
+METHOD_INDEX: dict[bytes, int] = {m.name.encode("ascii"): int(m) for m in RequestMethod}
+_GET = int(RequestMethod.GET)
+_HEAD = int(RequestMethod.HEAD)
+
+
+def normalize_path(path: str) -> str:
+    """Route key of a path: query string and leading/trailing slashes are ignored.
+
+    >>> normalize_path("/api/status/?x=1")
+    'api/status'
+    """
+    query_at = path.find("?")
+    if query_at >= 0:
+        path = path[:query_at]
+    return path.strip("/")
+
+
+class Router(Generic[T]):
+    """Maps normalized paths to one entry per RequestMethod."""
+
+    __slots__ = ("_table",)
+
+    def __init__(self) -> None:
+        self._table: dict[str, list[T | None]] = {}
+
+    def add(self, method: int, path: str, entry: T) -> T | None:
+        """Register `entry` for (method, path); returns the entry it replaced, if any."""
+        key = normalize_path(path)
+        slots = self._table.get(key)
+        if slots is None:
+            slots = [None] * METHOD_COUNT
+            self._table[key] = slots
+        previous = slots[method]
+        slots[method] = entry
+        return previous
+
+    def remove(self, method: int, path: str, entry: T | None = None) -> bool:
+        """Unregister (method, path); when `entry` is given, only if it is still the one there."""
+        key = normalize_path(path)
+        slots = self._table.get(key)
+        if slots is None or slots[method] is None:
+            return False
+        if entry is not None and slots[method] is not entry:
+            return False
+        slots[method] = None
+        if all(slot is None for slot in slots):
+            del self._table[key]
+        return True
+
+    def lookup(self, key: str) -> list[T | None] | None:
+        """Slots of an already normalized path, or None for an unknown path (404)."""
+        return self._table.get(key)
+
+    def entries(self) -> Iterator[tuple[str, int, T]]:
+        for key, slots in self._table.items():
+            for method, entry in enumerate(slots):
+                if entry is not None:
+                    yield key, method, entry
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.entries())
+
+
+def resolve(slots: list[T | None], method: int) -> T | None:
+    """The entry serving `method`; HEAD falls back to GET as every mature server does."""
+    entry = slots[method]
+    if entry is None and method == _HEAD:
+        entry = slots[_GET]
+    return entry
+
+
+def allowed_methods(slots: list[T | None]) -> str:
+    """Value of the Allow header of a 405 (RFC 9110 §15.5.6)."""
+    names = [RequestMethod(i).name for i, entry in enumerate(slots) if entry is not None]
+    if slots[_GET] is not None and slots[_HEAD] is None:
+        names.append("HEAD")
+    return ", ".join(names)

@@ -1,0 +1,41 @@
+"""State one serving loop shares with all of its connections."""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from packetron.http import wire
+from packetron.http.plugins import PluginManager
+from packetron.http.router import Router
+from packetron.options import ServerOptions
+
+if TYPE_CHECKING:
+    from packetron.http.protocol import HttpProtocol
+    from packetron.http.route import Route
+
+__all__ = ["ServerState"]
+
+
+class ServerState:
+    """Router, plugins, options and the once-a-second clock of one serving loop."""
+
+    __slots__ = ("router", "global_plugins", "options", "date_header", "now", "connections",
+                 "trusted_proxies", "stopping")
+
+    def __init__(self, router: "Router[Route]", global_plugins: PluginManager,
+                 options: ServerOptions) -> None:
+        self.router = router
+        self.global_plugins = global_plugins
+        self.options = options
+        self.trusted_proxies = options.trusted_proxies
+        self.date_header = wire.format_date_header(time.time())
+        self.now = 0.0
+        self.connections: set[HttpProtocol] = set()
+        self.stopping = False
+
+    def tick(self, now: float) -> None:
+        """Called once a second: refresh the Date header and enforce connection timeouts."""
+        self.now = now
+        self.date_header = wire.format_date_header(time.time())
+        for connection in list(self.connections):
+            connection.check_timeouts(now)

@@ -1,0 +1,87 @@
+"""Response serialization (sans-I/O): objects in, bytes out.
+
+Status lines come prebuilt from packetron.status; a head is gathered in a list and joined
+once so a response costs one transport write.
+"""
+from __future__ import annotations
+
+from email.utils import formatdate
+
+from packetron.status import STATUS_LINES
+
+__all__ = ["format_date_header", "build_head", "CONTINUE_RESPONSE", "simple_response",
+           "KEEP_ALIVE_HEADER", "CLOSE_HEADER", "CHUNKED_HEADER", "encode_chunk",
+           "LAST_CHUNK"]
+
+CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# HTTP/1.1 is persistent by default, so only 1.0 clients are told "keep-alive".
+KEEP_ALIVE_HEADER = b"connection: keep-alive\r\n"
+CLOSE_HEADER = b"connection: close\r\n"
+CHUNKED_HEADER = b"transfer-encoding: chunked\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def format_date_header(epoch_seconds: float) -> bytes:
+    """`date: <IMF-fixdate>\\r\\n` for the given time (RFC 9110 §5.6.7)."""
+    return b"date: " + formatdate(epoch_seconds, usegmt=True).encode("ascii") + b"\r\n"
+
+
+def _header_bytes(name: str, value: str) -> bytes:
+    # CR/LF in a header would let a handler's data split the response (response splitting).
+    if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+        raise ValueError(f"header {name!r} contains a line break")
+    return f"{name}: {value}\r\n".encode("latin-1")
+
+
+def build_head(
+    status: int,
+    date_header: bytes,
+    content_type: bytes | None,
+    content_length: int | None,
+    extra_headers: list[tuple[str, str]] | None,
+    connection: bytes,
+    omit_length: bool = False,
+) -> bytes:
+    """The status line and header block of a response, ending with the blank line.
+
+    Args:
+        status: HTTP status code (100-599).
+        date_header: a prebuilt `date:` line (see format_date_header).
+        content_type: the full `content-type: ...\\r\\n` line, or None.
+        content_length: body length; None means a chunked body.
+        extra_headers: (name, value) pairs set by the handler, in order.
+        connection: b"", CLOSE_HEADER or KEEP_ALIVE_HEADER.
+        omit_length: write neither Content-Length nor Transfer-Encoding (1xx, 204, 304,
+            and the head of a bodiless HEAD answer).
+
+    Raises:
+        ValueError: a header contains CR or LF.
+    """
+    parts = [STATUS_LINES[status], date_header]
+    if content_type is not None:
+        parts.append(content_type)
+    if omit_length:
+        pass
+    elif content_length is None:
+        parts.append(CHUNKED_HEADER)
+    else:
+        parts.append(b"content-length: %d\r\n" % content_length)
+    if extra_headers:
+        for name, value in extra_headers:
+            parts.append(_header_bytes(name, value))
+    if connection:
+        parts.append(connection)
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def encode_chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body (RFC 9112 §7.1)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def simple_response(status: int, date_header: bytes, body: bytes, *, close: bool,
+                    extra_headers: list[tuple[str, str]] | None = None) -> bytes:
+    """A complete text/plain response, used for errors the protocol answers itself."""
+    return build_head(status, date_header, b"content-type: text/plain; charset=utf-8\r\n",
+                      len(body), extra_headers, CLOSE_HEADER if close else b"") + body

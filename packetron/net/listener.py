@@ -1,0 +1,274 @@
+"""The one place that opens ports.
+
+Every server in packetron (the HTTP framework, the Broker, TcpServer) binds through
+`bind_tcp_socket` / `bind_udp_socket` and starts accepting through `start_tcp_listener`,
+so reuse options, TRY_NEXT_PORT and TLS behave the same everywhere.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import ssl as ssl_module
+import time
+from typing import Any, Callable
+
+from packetron.errors import ConfigError
+from packetron.log import net_logger
+from packetron.net.screening import ConnectionScreen, Verdict
+
+__all__ = ["bind_tcp_socket", "bind_udp_socket", "start_tcp_listener", "start_udp_listener",
+           "DEFAULT_BACKLOG", "MAX_PORT_ATTEMPTS", "TLS_HANDSHAKE_TIMEOUT"]
+
+# Same as the somaxconn default of recent Linux kernels; the kernel caps it anyway.
+DEFAULT_BACKLOG = 4096
+# TRY_NEXT_PORT walks at most this many ports upwards before giving up.
+MAX_PORT_ATTEMPTS = 100
+# Seconds a screened connection gets to finish its TLS handshake (asyncio's own default).
+TLS_HANDSHAKE_TIMEOUT = 60.0
+
+
+def _family_for(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _check_port(port: int) -> None:
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"port must be an integer in 0..65535, got {port!r}")
+
+
+def bind_tcp_socket(
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    try_next_port: bool = False,
+    backlog: int = DEFAULT_BACKLOG,
+) -> socket.socket:
+    """Create a listening, non-blocking TCP socket.
+
+    Args:
+        host: address to bind ("0.0.0.0", "127.0.0.1", "::").
+        port: port to bind; 0 lets the OS choose (read it back with getsockname()).
+        reuse_port: set SO_REUSEPORT so several processes can bind the same port.
+        try_next_port: on EADDRINUSE, try port+1, port+2, ... (MAX_PORT_ATTEMPTS in all).
+        backlog: listen() backlog.
+
+    Returns:
+        The bound, listening socket.
+
+    Raises:
+        ConfigError: the port is out of range.
+        OSError: the port could not be bound.
+    """
+    _check_port(port)
+    attempts = MAX_PORT_ATTEMPTS if try_next_port and port != 0 else 1
+    last_error: OSError | None = None
+    for offset in range(attempts):
+        candidate = port + offset
+        if candidate > 65535:
+            break
+        sock = socket.socket(_family_for(host), socket.SOCK_STREAM)
+        try:
+            # SO_REUSEADDR: a restarted server may bind while old connections sit in TIME_WAIT.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, candidate))
+            sock.listen(backlog)
+            sock.setblocking(False)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last_error = exc
+            if exc.errno != errno.EADDRINUSE:
+                raise
+    assert last_error is not None
+    raise last_error
+
+
+def bind_udp_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """Create a bound, non-blocking UDP socket (see bind_tcp_socket for the arguments)."""
+    _check_port(port)
+    sock = socket.socket(_family_for(host), socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def start_tcp_listener(
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    sock: socket.socket,
+    *,
+    ssl: ssl_module.SSLContext | None = None,
+    backlog: int = DEFAULT_BACKLOG,
+    screen: ConnectionScreen | None = None,
+    on_reject: Callable[[str, Verdict], None] | None = None,
+) -> asyncio.Server:
+    """Start accepting on an already bound socket in the running loop.
+
+    Args:
+        protocol_factory: builds the protocol of each accepted connection. With a
+            screen it must build an asyncio.Protocol (not a BufferedProtocol).
+        sock: from bind_tcp_socket(); the returned server owns it from now on.
+        ssl: terminate TLS with this context.
+        backlog: listen() backlog.
+        screen: decides per peer, before anything else happens: a refused peer's
+            socket is closed before the protocol is even built, and before any TLS
+            handshake (a denied peer costs no crypto). Accepted connections are
+            released from the screen when they end. None: no screening, no cost.
+        on_reject: called with (host, verdict) for each refused peer.
+
+    Returns:
+        The asyncio.Server; close it to stop accepting.
+    """
+    loop = asyncio.get_running_loop()
+    if screen is None:
+        return await loop.create_server(protocol_factory, sock=sock, ssl=ssl, backlog=backlog)
+
+    def screened() -> asyncio.Protocol:
+        return _ScreeningProtocol(protocol_factory, screen, ssl, on_reject)
+
+    # TLS is started by the screening protocol itself, after the verdict.
+    return await loop.create_server(screened, sock=sock, backlog=backlog)
+
+
+async def start_udp_listener(
+    protocol_factory: Callable[[], asyncio.DatagramProtocol], sock: socket.socket
+) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol]:
+    """Start receiving datagrams on a socket from bind_udp_socket().
+
+    Returns:
+        (transport, protocol); closing the transport closes the socket.
+    """
+    loop = asyncio.get_running_loop()
+    return await loop.create_datagram_endpoint(protocol_factory, sock=sock)
+
+
+class _ScreeningProtocol(asyncio.Protocol):
+    """Sits between the transport and the real protocol: screens, then forwards.
+
+    Refused: the transport is aborted and the real protocol is never built. Accepted:
+    the real protocol is built (after the TLS handshake, if any) and every callback is
+    passed on; connection_lost also releases the screen's count.
+    """
+
+    __slots__ = ("_factory", "_screen", "_ssl", "_on_reject", "_inner", "_host",
+                 "_admitted", "_early", "_early_eof", "_task")
+
+    def __init__(
+        self,
+        factory: Callable[[], asyncio.BaseProtocol],
+        screen: ConnectionScreen,
+        ssl: ssl_module.SSLContext | None,
+        on_reject: Callable[[str, Verdict], None] | None,
+    ) -> None:
+        self._factory = factory
+        self._screen = screen
+        self._ssl = ssl
+        self._on_reject = on_reject
+        self._inner: Any = None
+        self._host = ""
+        self._admitted = False
+        self._early: list[bytes] | None = None
+        self._early_eof = False
+        self._task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        verdict = self._screen.admit(host, time.monotonic())
+        if not verdict.accepted:
+            transport.abort()
+            net_logger.debug("refused %s: %s", host, verdict)
+            if self._on_reject is not None:
+                try:
+                    self._on_reject(host, verdict)
+                except Exception:
+                    net_logger.exception("on_reject hook failed")
+            return
+        self._host = host
+        self._admitted = True
+        if self._ssl is None:
+            self._start(transport)
+            return
+        # Hold the ClientHello in the kernel until start_tls has put SSLProtocol in place.
+        transport.pause_reading()  # type: ignore[attr-defined]
+        self._task = asyncio.get_running_loop().create_task(self._handshake(transport))
+
+    async def _handshake(self, transport: asyncio.BaseTransport) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(
+                transport,  # type: ignore[arg-type]
+                self,
+                self._ssl,  # type: ignore[arg-type]
+                server_side=True,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            )
+        except BaseException as exc:  # start_tls closed the transport already
+            self._release()
+            if not isinstance(exc, Exception):
+                raise
+            net_logger.debug("TLS handshake with %s failed: %r", self._host, exc)
+            return
+        finally:
+            self._task = None
+        if tls is None or tls.is_closing():
+            self._release()
+            return
+        self._start(tls)
+
+    def _start(self, transport: asyncio.BaseTransport) -> None:
+        inner = self._factory()
+        self._inner = inner
+        inner.connection_made(transport)
+        # Application bytes that came with the end of the handshake, before we got here.
+        if self._early is not None:
+            early, self._early = self._early, None
+            for chunk in early:
+                inner.data_received(chunk)
+        if self._early_eof:
+            inner.eof_received()
+
+    def _release(self) -> None:
+        if self._admitted:
+            self._admitted = False
+            self._screen.release(self._host)
+
+    def data_received(self, data: bytes) -> None:
+        inner = self._inner
+        if inner is not None:
+            inner.data_received(data)
+        elif self._early is None:
+            self._early = [data]
+        else:
+            self._early.append(data)
+
+    def eof_received(self) -> bool | None:
+        inner = self._inner
+        if inner is not None:
+            return inner.eof_received()  # type: ignore[no-any-return]
+        self._early_eof = True
+        return None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
+        inner, self._inner = self._inner, None
+        if inner is not None:
+            inner.connection_lost(exc)

@@ -1,0 +1,81 @@
+"""Every server option, its default and its unit, in one frozen dataclass.
+
+`Packetron(**options)` builds a ServerOptions, so an unknown or invalid option fails at
+construction with a ConfigError naming it, never later in a request.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from packetron.errors import ConfigError
+
+__all__ = ["ServerOptions", "DEFAULT_MAX_URL_SIZE", "DEFAULT_MAX_HEADER_SIZE",
+           "DEFAULT_MAX_HEADER_COUNT", "DEFAULT_MAX_BUFFERED_BODY_SIZE",
+           "DEFAULT_HEADER_TIMEOUT", "DEFAULT_KEEP_ALIVE_TIMEOUT", "DEFAULT_BODY_TIMEOUT",
+           "DEFAULT_MAX_PIPELINED_REQUESTS", "DEFAULT_GRACEFUL_TIMEOUT"]
+
+# Request line cap: Apache's LimitRequestLine is 8190, nginx's large header buffer 8 KiB.
+DEFAULT_MAX_URL_SIZE = 8 * 1024
+# All header lines together: Node's --max-http-header-size default; h11 also uses 16 KiB.
+DEFAULT_MAX_HEADER_SIZE = 16 * 1024
+# Apache's LimitRequestFields default.
+DEFAULT_MAX_HEADER_COUNT = 100
+# Bodies a route decodes in memory (JSON, form, XML, text, raw). Streaming multipart
+# routes are bounded by their own multipart_options instead.
+DEFAULT_MAX_BUFFERED_BODY_SIZE = 16 * 1024 * 1024
+# Time allowed from the first byte of a request head to its end: slowloris defence.
+DEFAULT_HEADER_TIMEOUT = 10.0
+# uvicorn's default for idle keep-alive connections.
+DEFAULT_KEEP_ALIVE_TIMEOUT = 5.0
+# Longest pause between two pieces of a body (nginx client_body_timeout is 60 s).
+DEFAULT_BODY_TIMEOUT = 60.0
+# aiohttp queues at most 32 pipelined requests per connection before it stops reading.
+DEFAULT_MAX_PIPELINED_REQUESTS = 32
+DEFAULT_GRACEFUL_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """Limits and behaviour of a Packetron server; all durations are in seconds."""
+
+    max_url_size_in_bytes: int = DEFAULT_MAX_URL_SIZE
+    max_header_size_in_bytes: int = DEFAULT_MAX_HEADER_SIZE
+    max_header_count: int = DEFAULT_MAX_HEADER_COUNT
+    max_buffered_body_size_in_bytes: int = DEFAULT_MAX_BUFFERED_BODY_SIZE
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_pipelined_requests: int = DEFAULT_MAX_PIPELINED_REQUESTS
+    graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    access_log: bool = False
+    global_data_url: str | None = None
+    global_data_path: str | None = None
+    reuse_port: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_url_size_in_bytes", "max_header_size_in_bytes", "max_header_count",
+                     "max_buffered_body_size_in_bytes", "max_pipelined_requests"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("header_timeout", "keep_alive_timeout", "body_timeout",
+                     "graceful_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        if isinstance(self.trusted_proxies, str):
+            object.__setattr__(self, "trusted_proxies", (self.trusted_proxies,))
+        else:
+            object.__setattr__(self, "trusted_proxies", tuple(self.trusted_proxies))
+
+    @classmethod
+    def from_kwargs(cls, options: dict[str, Any]) -> "ServerOptions":
+        """Build from keyword arguments; an unknown name is a ConfigError listing the known."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)}; "
+                              f"known options: {', '.join(sorted(known))}")
+        return cls(**options)
