@@ -219,8 +219,11 @@ class HttpProtocol(asyncio.Protocol):
         parts = self._url_parts
         target = parts[0] if len(parts) == 1 else b"".join(parts)
         path, query = decode_target(target)
+        # An upgrade (or CONNECT) is answered as plain HTTP and the connection then closed:
+        # the bytes after it belong to another protocol that is not served here.
+        keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
         request = Request(self, method.decode("ascii"), path, target.decode("latin-1"), query,
-                          version, self._raw_headers, parser.should_keep_alive())
+                          version, self._raw_headers, keep_alive)
         request.content_length = length = self._content_length
         request.response = Response(self, request)
         self._route(request, method, path, length)

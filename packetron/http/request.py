@@ -262,6 +262,8 @@ class Request:
             ConnectionClosed: the client vanished before the body ended.
         """
         if self._parsed is _UNSET:
+            if self.discard_body:
+                return None
             if self._is_streaming():
                 await self._parse_streaming()
             else:
@@ -291,6 +293,8 @@ class Request:
                 get_body() instead).
         """
         if self._parsed is _UNSET:
+            if self.discard_body:
+                return None
             if self._is_streaming() or not self.body_complete:
                 raise RuntimeError("the body has not been read yet; use await request.get_body()")
             self._parsed = self._decode_buffered()

@@ -11,13 +11,17 @@ def connect(port: int, timeout: float = 5.0) -> socket.socket:
     return sock
 
 
-def read_responses(sock: socket.socket, count: int = 1, *,
-                   method: bytes = b"GET") -> list[tuple[h11.Response, bytes]]:
-    """Read `count` complete responses from `sock`, checked by h11's client state machine."""
+def read_responses(sock: socket.socket, count: int = 1, *, method: bytes = b"GET",
+                   methods: list[bytes] | None = None) -> list[tuple[h11.Response, bytes]]:
+    """Read `count` complete responses from `sock`, checked by h11's client state machine.
+
+    `methods` gives the method of each request when they differ (HEAD answers have no body).
+    """
     client = h11.Connection(our_role=h11.CLIENT)
     # h11 must believe it sent requests to accept responses; feed it matching requests.
     results: list[tuple[h11.Response, bytes]] = []
-    for _ in range(count):
+    methods = methods or [method] * count
+    for method in methods[:count]:
         if client.our_state is h11.DONE and client.their_state is h11.DONE:
             client.start_next_cycle()
         client.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))

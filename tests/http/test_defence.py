@@ -1,0 +1,292 @@
+"""Bad and hostile input sent as raw bytes; after each, a fresh connection must still work."""
+from __future__ import annotations
+
+import socket
+import time
+
+import h11
+import pytest
+
+from rawhttp import connect, exchange, read_responses, read_until_closed, status_of, still_serves
+
+from packetron import HandlerFlags
+
+
+@pytest.fixture
+def server(make_server):
+    server = make_server(header_timeout=1.0, keep_alive_timeout=1.0, body_timeout=1.0,
+                         max_url_size_in_bytes=1024, max_header_size_in_bytes=4096,
+                         max_header_count=20)
+    server.get("ping", lambda q, s: s.send_ok())
+    server.post("echo", lambda q, s: s.send(q.body))
+    server.post("json", lambda q, s: s.send_json(q.body), flags=HandlerFlags.JSON_BODY)
+
+    @server.get("slow")
+    async def slow(request, response):
+        import asyncio
+        await asyncio.sleep(float(request.get_query_params().get("s", "0.2")))
+        response.send_text_plain(request.get_query_params().get("n", ""))
+
+    return server.start()
+
+
+def send_and_read(port: int, payload: bytes, timeout: float = 5.0) -> bytes:
+    with connect(port, timeout) as sock:
+        sock.sendall(payload)
+        return read_until_closed(sock)
+
+
+@pytest.mark.parametrize("payload", [
+    b"GARBAGE\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",
+    b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1\nHost: x\n\n",
+    b"get / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS ClientHello on a plain port
+    b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
+])
+def test_malformed_request_gets_400_and_close(server, payload: bytes) -> None:
+    raw = send_and_read(server.port, payload)
+    assert status_of(raw) == 400
+    assert b"connection: close" in raw.lower()
+    assert still_serves(server.port)
+
+
+def test_missing_host_on_http11_is_400(server) -> None:
+    raw = send_and_read(server.port, b"GET /ping HTTP/1.1\r\n\r\n")
+    assert status_of(raw) == 400 and b"Host" in raw
+
+
+def test_duplicate_host_is_400(server) -> None:
+    raw = send_and_read(server.port, b"GET /ping HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    assert status_of(raw) == 400
+
+
+def test_http10_without_host_is_fine(server) -> None:
+    raw = send_and_read(server.port, b"GET /ping HTTP/1.0\r\n\r\n")
+    assert status_of(raw) == 200 and raw.endswith(b"OK")
+
+
+def test_content_length_with_transfer_encoding_refused(server) -> None:
+    raw = send_and_read(server.port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                                     b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    assert status_of(raw) == 400
+    assert still_serves(server.port)
+
+
+def test_conflicting_content_lengths_refused(server) -> None:
+    raw = send_and_read(server.port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                                     b"Content-Length: 4\r\n\r\nabcd")
+    assert status_of(raw) == 400
+
+
+def test_long_url_gets_414(server) -> None:
+    raw = send_and_read(server.port, b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status_of(raw) == 414
+    assert still_serves(server.port)
+
+
+def test_url_arriving_in_pieces_is_counted(server) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /")
+        for _ in range(30):
+            sock.sendall(b"b" * 100)
+        raw = read_until_closed(sock)
+    assert status_of(raw) == 414
+
+
+def test_too_many_headers_gets_431(server) -> None:
+    headers = b"".join(b"X-%d: v\r\n" % i for i in range(25))
+    raw = send_and_read(server.port, b"GET /ping HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert status_of(raw) == 431
+    assert still_serves(server.port)
+
+
+def test_headers_too_large_gets_431(server) -> None:
+    raw = send_and_read(server.port, b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Big: "
+                        + b"v" * 5000 + b"\r\n\r\n")
+    assert status_of(raw) == 431
+
+
+def test_one_endless_header_value_is_cut_off(server) -> None:
+    """httptools buffers a header value until its line ends; we must stop it growing."""
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        sent = 0
+        try:
+            while sent < 2_000_000:
+                sock.sendall(b"v" * 16384)
+                sent += 16384
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        raw = read_until_closed(sock)
+    assert sent < 2_000_000 or raw
+    if raw:
+        assert status_of(raw) == 431
+
+
+def test_slowloris_head_gets_408(server) -> None:
+    with connect(server.port, timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /ping HTTP/1.1\r\n")
+        raw = b""
+        try:
+            for _ in range(40):
+                sock.sendall(b"X-a: b\r\n")
+                sock.settimeout(0.1)
+                try:
+                    raw = sock.recv(4096)
+                    if raw:
+                        break
+                except socket.timeout:
+                    continue
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        sock.settimeout(5)
+        raw += read_until_closed(sock)
+    assert status_of(raw) == 408
+    assert time.monotonic() - started < 4.5
+    assert still_serves(server.port)
+
+
+def test_idle_keep_alive_connection_is_closed(server) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        (response, body), = read_responses(sock)
+        assert response.status_code == 200
+        started = time.monotonic()
+        assert sock.recv(10) == b""  # the server closes the idle connection
+    assert time.monotonic() - started < 3.5
+
+
+def test_stalled_body_gets_408(server) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        raw = read_until_closed(sock)
+    assert status_of(raw) == 408
+
+
+def test_keep_alive_and_pipelining_answer_in_order(server) -> None:
+    requests_ = b"".join([
+        b"GET /slow?n=first&s=0.3 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        b"GET /slow?n=last&s=0.05 HTTP/1.1\r\nHost: x\r\n\r\n",
+    ])
+    with connect(server.port) as sock:
+        sock.sendall(requests_)
+        responses = read_responses(sock, 4)
+    assert [body for _, body in responses] == [b"first", b"OK", b"hello", b"last"]
+    assert all(r.status_code == 200 for r, _ in responses)
+
+
+def test_many_pipelined_requests_in_one_write(server) -> None:
+    count = 100  # beyond the pipelining cap: reading pauses and resumes
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n" * count)
+        responses = read_responses(sock, count)
+    assert len(responses) == count and all(body == b"OK" for _, body in responses)
+
+
+def test_chunked_request_body(server) -> None:
+    payload = (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n1;ext=1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n")
+    status, _, body = exchange(server.port, payload, method=b"POST")
+    assert status == 200 and body == b"hello world"
+
+
+def test_chunked_with_h11_as_client(server) -> None:
+    client = h11.Connection(our_role=h11.CLIENT)
+    out = client.send(h11.Request(method="POST", target="/json",
+                                  headers=[("Host", "x"), ("Transfer-Encoding", "chunked")]))
+    for piece in (b'{"a":', b' [1, 2', b"]}"):
+        out += client.send(h11.Data(data=piece))
+    out += client.send(h11.EndOfMessage())
+    with connect(server.port) as sock:
+        sock.sendall(out)
+        client.receive_data(sock.recv(65536))
+        response = client.next_event()
+        data = client.next_event()
+    assert response.status_code == 200 and data.data == b'{"a":[1,2]}'
+
+
+def test_bad_chunk_size_is_400(server) -> None:
+    raw = send_and_read(server.port, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+                                     b"\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+    assert status_of(raw) == 400
+
+
+def test_expect_100_continue(server) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        interim = sock.recv(100)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"data")
+        (response, body), = read_responses(sock, method=b"POST")
+    assert response.status_code == 200 and body == b"data"
+
+
+def test_expect_100_continue_over_cap_gets_413_instead(make_server) -> None:
+    server = make_server()
+    server.post("small", lambda q, s: s.send_ok(), max_request_size_in_bytes=10)
+    server.get("ping", lambda q, s: s.send_ok())
+    server.start()
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        raw = read_until_closed(sock)
+    assert status_of(raw) == 413 and b"100 Continue" not in raw
+    assert still_serves(server.port)
+
+
+def test_unknown_expectation_is_417(server) -> None:
+    raw = send_and_read(server.port, b"GET /ping HTTP/1.1\r\nHost: x\r\nExpect: magic\r\n\r\n")
+    assert status_of(raw) == 417
+
+
+def test_head_has_length_but_no_body(server) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"HEAD /ping HTTP/1.1\r\nHost: x\r\n\r\nGET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        (head_response, head_body), (get_response, get_body) = read_responses(
+            sock, 2, methods=[b"HEAD", b"GET"])
+    assert head_response.status_code == 200 and head_body == b""
+    assert dict(head_response.headers)[b"content-length"] == b"2"
+    assert get_body == b"OK"
+
+
+def test_date_header_present(server) -> None:
+    status, headers, _ = exchange(server.port, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 200 and headers["date"].endswith(" GMT")
+
+
+def test_connection_close_is_honoured(server) -> None:
+    raw = send_and_read(server.port, b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(raw) == 200 and b"connection: close" in raw
+
+
+def test_http10_keep_alive_is_acknowledged(server) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /ping HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        first = sock.recv(4096)
+        sock.sendall(b"GET /ping HTTP/1.0\r\n\r\n")
+        second = read_until_closed(sock)
+    assert b"connection: keep-alive" in first and first.endswith(b"OK")
+    assert status_of(second) == 200
+
+
+def test_upgrade_request_is_answered_then_closed(server) -> None:
+    raw = send_and_read(server.port, b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n"
+                                     b"Upgrade: websocket\r\n\r\nextra-bytes")
+    assert status_of(raw) == 200 and b"connection: close" in raw
+
+
+def test_unknown_method_is_501(server) -> None:
+    raw = send_and_read(server.port, b"PROPFIND /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(raw) == 501
+
+
+def test_client_vanishing_mid_body_leaves_server_serving(server) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /json HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"a\":")
+    assert still_serves(server.port)
