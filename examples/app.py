@@ -37,10 +37,16 @@ def build_server(port: int = 3000, host: str = "127.0.0.1", workers: int = 1) ->
         files = await request.get_files()
         response.send_json({"fields": fields, "files": files})
 
-    def powered_by(request, response):
-        response.set_header("X-Powered-By", "packetron")
+    def require_token(request, response):
+        # A route-local plugin: runs before the handler (and before the body is read).
+        if request.headers.get("x-token") != "demo":
+            response.send_json({"error": "send the header X-Token: demo"}, status=401)
+            return True
+        return False
 
-    server.insert_global_plugin(Plugin.create(PluginPriority.LOW, powered_by))
+    @server.get("api/secret", plugins=[Plugin.create(PluginPriority.HIGH, require_token)])
+    def secret(request, response):
+        response.send_json({"secret": 42})
     if os.path.isdir(SITE):
         server.serve(SITE)
     return server

@@ -5,7 +5,7 @@ Each takes the complete body as bytes and returns the value `request.get_body()`
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qsl
 from xml.parsers.expat import ExpatError
 
@@ -21,12 +21,43 @@ __all__ = ["decode_json", "decode_form", "decode_xml", "decode_text", "charset_o
 MAX_FORM_FIELDS = 1000
 
 _json_decode = json.JSONDecoder().decode
-_json_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
+
+
+def _not_serializable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _make_json_encoder() -> Callable[[Any], str]:
+    """The fastest stdlib JSON encoder: compact, raw non-ASCII, like JSON.stringify.
+
+    JSONEncoder.encode builds a new C encoder on every call; building it once and calling
+    it directly halves the cost of encoding a small response body.
+    """
+    from json import encoder as stdlib_encoder
+
+    make = stdlib_encoder.c_make_encoder
+    if make is None:  # a Python without the C accelerator
+        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
                                 check_circular=False).encode
+    c_encoder = make(None, _not_serializable, stdlib_encoder.encode_basestring, None,
+                     ":", ",", False, False, False)  # NaN/Infinity are not JSON: refuse
+    join = "".join
+
+    def encode(value: Any) -> str:
+        return join(c_encoder(value, 0))
+
+    return encode
+
+
+_json_encode = _make_json_encoder()
 
 
 def encode_json(value: Any) -> bytes:
-    """Compact JSON as UTF-8, written like JSON.stringify (no spaces, raw non-ASCII)."""
+    """Compact JSON as UTF-8, written like JSON.stringify (no spaces, raw non-ASCII).
+
+    Raises:
+        TypeError: a value JSON cannot represent.
+    """
     return _json_encode(value).encode("utf-8")
 
 

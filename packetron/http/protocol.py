@@ -22,7 +22,7 @@ from packetron.http.response import CT_TEXT, Response
 from packetron.http.route import BodyMode
 from packetron.http.router import METHOD_INDEX, allowed_methods, resolve
 from packetron.http.state import ServerState
-from packetron.log import server_logger
+from packetron.log import access_logger, server_logger
 from packetron.status import reason_phrase
 
 __all__ = ["HttpProtocol", "LINGER_SECONDS"]
@@ -49,10 +49,11 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         "state", "loop", "parser", "transport", "peer_host", "_url_parts", "_url_size",
         "_raw_headers", "_header_size", "_host_count", "_content_length", "_expect",
+        "_content_type",
         "_in_head", "_head_started", "_head_bytes", "_head_began", "_current", "_active",
         "_queue", "_closing", "_deferred_error", "_idle_since", "_last_data", "_paused",
         "_write_paused", "_drain_waiter", "_tasks", "_max_url", "_max_header_size",
-        "_max_header_count", "_head_cap",
+        "_max_header_count", "_head_cap", "_max_buffered_body", "_access_log",
     )
 
     def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
@@ -65,6 +66,8 @@ class HttpProtocol(asyncio.Protocol):
         self._max_url = options.max_url_size_in_bytes
         self._max_header_size = options.max_header_size_in_bytes
         self._max_header_count = options.max_header_count
+        self._max_buffered_body = options.max_buffered_body_size_in_bytes
+        self._access_log = options.access_log
         self._head_cap = options.max_url_size_in_bytes + options.max_header_size_in_bytes \
             + HEAD_SLACK_BYTES
         self._url_parts: list[bytes] = []
@@ -73,6 +76,7 @@ class HttpProtocol(asyncio.Protocol):
         self._header_size = 0
         self._host_count = 0
         self._content_length: int | None = None
+        self._content_type: bytes | None = None
         self._expect = False
         self._in_head = False
         self._head_started = 0.0
@@ -178,6 +182,7 @@ class HttpProtocol(asyncio.Protocol):
         self._header_size = 0
         self._host_count = 0
         self._content_length = None
+        self._content_type = None
         self._expect = False
 
     def on_url(self, url: bytes) -> None:
@@ -201,6 +206,9 @@ class HttpProtocol(asyncio.Protocol):
         elif length == 14:
             if name.lower() == b"content-length":
                 self._content_length = int(value)
+        elif length == 12:
+            if name.lower() == b"content-type":
+                self._content_type = value
         elif length == 6:
             if name.lower() == b"expect":
                 if value.lower() != b"100-continue":
@@ -218,12 +226,17 @@ class HttpProtocol(asyncio.Protocol):
         method = parser.get_method()
         parts = self._url_parts
         target = parts[0] if len(parts) == 1 else b"".join(parts)
-        path, query = decode_target(target)
+        if target[:1] == b"/" and b"?" not in target and b"%" not in target and target.isascii():
+            path = url = target.decode("ascii")  # the common case, without decode_target
+            query = ""
+        else:
+            path, query = decode_target(target)
+            url = target.decode("latin-1")
         # An upgrade (or CONNECT) is answered as plain HTTP and the connection then closed:
         # the bytes after it belong to another protocol that is not served here.
         keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
-        request = Request(self, method.decode("ascii"), path, target.decode("latin-1"), query,
-                          version, self._raw_headers, keep_alive)
+        request = Request(self, method.decode("ascii"), path, url, query, version,
+                          self._raw_headers, keep_alive)
         request.content_length = length = self._content_length
         request.response = Response(self, request)
         self._route(request, method, path, length)
@@ -283,16 +296,21 @@ class HttpProtocol(asyncio.Protocol):
                 else:
                     cap = route.max_request_size_in_bytes
                     mode = route.body_mode
-                    if cap is None and mode is not BodyMode.DISCARD and not request._is_streaming():
-                        cap = self.state.options.max_buffered_body_size_in_bytes
+                    streaming = route.streams or (
+                        mode is BodyMode.FORM and self._content_type is not None
+                        and self._content_type[:10].lower() == b"multipart/")
+                    if cap is None and not streaming and mode is not BodyMode.DISCARD:
+                        cap = self._max_buffered_body
                     if cap is not None and length is not None and length > cap:
                         # Refused before one body byte is read, and instead of 100 Continue.
                         raise PayloadTooLarge(
                             f"Payload Too Large: Content-Length {length} exceeds {cap} bytes")
                     request.body_cap = cap
-                    request.streaming = request._is_streaming()
-                    request.discard_body = mode is BodyMode.DISCARD
-                    request.expect_continue = self._expect
+                    request.streaming = streaming
+                    if mode is BodyMode.DISCARD:
+                        request.discard_body = True
+                    if self._expect:
+                        request.expect_continue = True
                     return
         request.discard_body = True
         if self._expect:
@@ -325,7 +343,7 @@ class HttpProtocol(asyncio.Protocol):
             global_plugins = self.state.global_plugins
             chain = global_plugins.plugins + local.plugins if local.plugins else global_plugins.plugins
             has_async = global_plugins.has_async or local.has_async
-        if route.is_async or has_async or request.streaming:
+        if route.needs_task or has_async or request.streaming:
             self.spawn(request, self._run_async(request, chain))
             return
         response = request.response
@@ -351,6 +369,9 @@ class HttpProtocol(asyncio.Protocol):
         except Exception as exc:
             self._handler_failed(request, exc)
             return
+        response = request.response
+        if response.sent or response.pending:
+            return  # the common case: the handler answered
         if inspect.isawaitable(result):  # a plain function that returned a coroutine
             self.spawn(request, self._await_result(request, result))
             return
@@ -467,6 +488,9 @@ class HttpProtocol(asyncio.Protocol):
         if request is not self._active:
             return
         self._active = None
+        if self._access_log:
+            access_logger.info('%s "%s %s HTTP/%s" %d', self.peer_host, request.method,
+                               request.url, request.http_version, request.response.status)
         if not request.body_complete:
             # Answered early (DONT_USE_BODY, a plugin, an error): drop the rest of the body.
             request.discard_body = True

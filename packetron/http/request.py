@@ -228,18 +228,6 @@ class Request:
             return bodies.decode_xml(raw)
         return raw
 
-    def _is_streaming(self) -> bool:
-        route = self.route
-        if route is None:
-            return False
-        mode = route.body_mode
-        if mode is BodyMode.MULTIPART or mode is BodyMode.LEGACY_UPLOAD:
-            return True
-        if mode is BodyMode.FORM:
-            content_type = self.content_type or ""
-            return content_type.lower().startswith("multipart/")
-        return False
-
     async def _parse_streaming(self) -> None:
         from packetron.http.multipart import parse_multipart  # uploads cost nothing unless used
 
@@ -264,7 +252,7 @@ class Request:
         if self._parsed is _UNSET:
             if self.discard_body:
                 return None
-            if self._is_streaming():
+            if self.streaming:
                 await self._parse_streaming()
             else:
                 while not self.body_complete:
@@ -275,7 +263,7 @@ class Request:
     async def get_files(self) -> dict[str, Any]:
         """Uploaded files of a MULTIPART_FORM_DATA / FILE_UPLOAD route ({} otherwise)."""
         if self._files is _UNSET:
-            if self._is_streaming():
+            if self.streaming:
                 if self._parsed is _UNSET:
                     await self._parse_streaming()
             else:
@@ -295,7 +283,7 @@ class Request:
         if self._parsed is _UNSET:
             if self.discard_body:
                 return None
-            if self._is_streaming() or not self.body_complete:
+            if self.streaming or not self.body_complete:
                 raise RuntimeError("the body has not been read yet; use await request.get_body()")
             self._parsed = self._decode_buffered()
         return self._parsed
@@ -304,14 +292,14 @@ class Request:
     def files(self) -> dict[str, Any]:
         """Uploaded files, for synchronous handlers of upload routes."""
         if self._files is _UNSET:
-            if self._is_streaming():
+            if self.streaming:
                 raise RuntimeError("files have not been read yet; use await request.get_files()")
             self._files = {}
         return self._files
 
     async def _prepare_for_sync_handler(self) -> None:
         """Read and decode the body so a synchronous handler can use .body / .files."""
-        if self._is_streaming():
+        if self.streaming:
             await self.get_files()
         else:
             while not self.body_complete:

@@ -100,6 +100,15 @@ class Response:
         protocol = self._protocol
         request = self._request
         connection = protocol.connection_header(request)
+        if self._headers is None and not connection and status == 200 and not request.is_head:
+            # The hot path: one format, one write.
+            self.sent = True
+            self.status = 200
+            protocol.write(b"HTTP/1.1 200 OK\r\n%s%scontent-length: %d\r\n\r\n%s" % (
+                protocol.state.date_header, content_type, len(body), body))
+            self.finished = True
+            protocol.response_finished(request)
+            return
         if self._has_content_type:
             content_type = None
         if status in NO_BODY_STATUSES:

@@ -64,6 +64,7 @@ class Route:
     """One (method, path) registration. `route.remove()` unregisters it, even while serving."""
 
     __slots__ = ("method", "path", "key", "handler", "is_async", "flags", "body_mode",
+                 "streams", "needs_task",
                  "plugins", "multipart_options", "rate_limiter", "max_request_size_in_bytes",
                  "local_plugins_only", "_server", "__weakref__")
 
@@ -89,6 +90,10 @@ class Route:
         self.is_async = inspect.iscoroutinefunction(handler)
         self.flags = HandlerFlags(flags)
         self.body_mode = body_mode_for(flags)
+        # Upload routes always stream; FORM_DATA streams only for multipart bodies.
+        self.streams = self.body_mode in STREAMING_MODES
+        # Decided once so the per-request path knows whether it may answer without a task.
+        self.needs_task = self.is_async or self.streams
         self.local_plugins_only = bool(flags & HandlerFlags.LOCAL_PLUGINS_ONLY)
         self.plugins = PluginManager()
         for plugin in plugins:

@@ -467,3 +467,16 @@ def test_request_size_cap_413(make_server) -> None:
     chunked = requests.post(server.url + "/small", data=chunks())
     assert chunked.status_code == 413
     assert requests.get(server.url + "/ping").text == "OK"
+
+
+def test_access_log_when_enabled(make_server, caplog) -> None:
+    server = make_server(access_log=True)
+    server.get("logged", lambda q, s: s.send_status_code(202))
+    server.start()
+    with caplog.at_level("INFO", "packetron.access"), requests.Session() as session:
+        session.get(server.url + "/logged?x=1")
+        # Same connection: the server logs the first answer before it reads the second
+        # request, so once the second answer is here the first line is written.
+        session.get(server.url + "/nothing-here")
+    lines = [r.getMessage() for r in caplog.records if r.name == "packetron.access"]
+    assert lines[0] == '127.0.0.1 "GET /logged?x=1 HTTP/1.1" 202'
