@@ -53,6 +53,8 @@ class ServerOptions:
     global_data_url: str | None = None
     global_data_path: str | None = None
     reuse_port: bool = False
+    # Best effort, never fatal: allow the bound port in ufw, firewalld or iptables.
+    open_firewall: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_url_size_in_bytes", "max_header_size_in_bytes", "max_header_count",

@@ -39,7 +39,8 @@ class Packetron:
 
     def __init__(self, port: int = 3000, host: str = "0.0.0.0", workers: int | None = None,
                  flags: int = 0, plugins: Iterable[Plugin] = (), **options: Any) -> None:
-        self.options = ServerOptions.from_kwargs(options)
+        # `config`, not `options`: server.options(...) is the OPTIONS-route shorthand.
+        self.config = ServerOptions.from_kwargs(options)
         self.flags = ServerFlags(flags)
         self.host = host
         self.requested_port = port
@@ -182,8 +183,8 @@ class Packetron:
             # not make http/ depend on a higher layer.
             from packetron.globaldata import GlobalData
 
-            self._global_data = GlobalData(url=self.options.global_data_url,
-                                           path=self.options.global_data_path)
+            self._global_data = GlobalData(url=self.config.global_data_url,
+                                           path=self.config.global_data_path)
         return self._global_data
 
     def set_global_data(self, key: str, value: Any) -> None:
@@ -218,13 +219,17 @@ class Packetron:
         return self._serving is not None or self._supervisor is not None
 
     def _state(self) -> ServerState:
-        return ServerState(self._router, self._global_plugins, self.options)
+        return ServerState(self._router, self._global_plugins, self.config)
 
     def _bind(self) -> Any:
         sock = bind_tcp_socket(self.host, self.requested_port,
-                               reuse_port=self.options.reuse_port,
+                               reuse_port=self.config.reuse_port,
                                try_next_port=bool(self.flags & ServerFlags.TRY_NEXT_PORT))
         self.port = sock.getsockname()[1]
+        if self.config.open_firewall:
+            from packetron.supervisor import open_firewall_port  # OS integration, above http/
+
+            open_firewall_port(self.port)
         return sock
 
     def start(self) -> "Packetron":
@@ -239,7 +244,11 @@ class Packetron:
             from packetron.supervisor import Supervisor  # processes sit above http/
 
             self._supervisor = Supervisor(self)
-            self._supervisor.start()
+            try:
+                self._supervisor.start()
+            except BaseException:
+                self._supervisor = None  # not running: a later start() may try again
+                raise
             return self
         sock = self._bind()
         serving = ServingLoop(self._state(), sock)
@@ -276,9 +285,9 @@ class Packetron:
         if workers is not None:
             self.workers = workers
         if self.workers > 1:
-            self.start()
-            self._supervisor.wait()
-            self.stop()
+            from packetron.supervisor import run_in_foreground  # processes sit above http/
+
+            run_in_foreground(self)  # start(), wait for SIGINT/SIGTERM, stop()
             return
         sock = self._bind()
         serving = ServingLoop(self._state(), sock)

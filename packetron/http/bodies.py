@@ -20,7 +20,13 @@ __all__ = ["decode_json", "decode_form", "decode_xml", "decode_text", "charset_o
 # body of a million tiny fields would otherwise cost far more memory than its size.
 MAX_FORM_FIELDS = 1000
 
-_json_decode = json.JSONDecoder().decode
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are Python extensions; JSON (and JSON.parse) has no such values.
+    raise ValueError(f"{name} is not JSON")
+
+
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_json_decode = _STRICT_DECODER.decode
 
 
 def _not_serializable(value: Any) -> Any:
@@ -61,14 +67,30 @@ def encode_json(value: Any) -> bytes:
     return _json_encode(value).encode("utf-8")
 
 
+def _make_json_scanner() -> Callable[[str, int], tuple[Any, int]]:
+    # JSONDecoder.decode runs two regexes around the C scanner; calling the scanner
+    # directly and checking the ends ourselves saves about a third of a small decode.
+    from json import scanner
+
+    return scanner.make_scanner(_STRICT_DECODER)  # type: ignore[no-any-return]
+
+
+_scan_json = _make_json_scanner()
+_JSON_WHITESPACE = " \t\n\r"
+
+
 def decode_json(body: bytes) -> Any:
     """Parsed JSON, or None when the body is empty or not valid JSON (the contract's choice)."""
     if not body:
         return None
     try:
-        return _json_decode(body.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
+        text = body.decode("utf-8")
+        if text[0] in _JSON_WHITESPACE or text[-1] in _JSON_WHITESPACE:
+            return _json_decode(text)
+        value, end = _scan_json(text, 0)
+    except (ValueError, UnicodeDecodeError, StopIteration, RecursionError):
         return None
+    return value if end == len(text) else None
 
 
 def add_repeated(target: dict[str, Any], name: str, value: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 from collections import deque
 from typing import Any, BinaryIO, Coroutine
 
@@ -17,9 +18,11 @@ import httptools
 from packetron.errors import (BadRequest, ConnectionClosed, HeadersTooLarge, HttpError,
                               PayloadTooLarge, ResponseAlreadySent, UriTooLong)
 from packetron.http import wire
-from packetron.http.request import Request, decode_target
+from packetron.http.request import (STAGE_AWAITING_BODY, STAGE_HANDLED, Request,
+                                    decode_target)
 from packetron.http.response import CT_TEXT, Response
 from packetron.http.route import BodyMode
+from packetron.flags import RequestMethod
 from packetron.http.router import METHOD_INDEX, allowed_methods, resolve
 from packetron.http.state import ServerState
 from packetron.log import access_logger, server_logger
@@ -38,6 +41,14 @@ _PAUSE_PIPELINE = 1
 _PAUSE_BODY = 2
 _PAUSE_LINGER_OFF = 0
 
+# Piece size when a file must be copied through user space (TLS, a full socket buffer).
+SENDFILE_COPY_CHUNK = 256 * 1024
+# Lengths of the header names _watch_header looks at (Host is handled inline).
+_WATCHED_LENGTHS = frozenset({len(b"content-length"), len(b"content-type"),
+                              len(b"connection"), len(b"expect")})
+METHOD_NAMES = {name: name.decode("ascii") for name in METHOD_INDEX}
+_HEAD = int(RequestMethod.HEAD)
+
 _HttpParserCallbackError = httptools.HttpParserCallbackError
 _HttpParserError = httptools.HttpParserError
 _HttpParserUpgrade = httptools.HttpParserUpgrade
@@ -47,13 +58,18 @@ class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
     __slots__ = (
-        "state", "loop", "parser", "transport", "peer_host", "_url_parts", "_url_size",
-        "_raw_headers", "_header_size", "_host_count", "_content_length", "_expect",
-        "_content_type",
-        "_in_head", "_head_started", "_head_bytes", "_head_began", "_current", "_active",
-        "_queue", "_closing", "_deferred_error", "_idle_since", "_last_data", "_paused",
-        "_write_paused", "_drain_waiter", "_tasks", "_max_url", "_max_header_size",
-        "_max_header_count", "_head_cap", "_max_buffered_body", "_access_log",
+        "state", "loop", "parser", "transport", "peer_host",
+        # limits and per-server settings, copied once per connection
+        "_max_url", "_max_header_size", "_max_header_count", "_head_cap", "_access_log",
+        "_max_pipelined", "_lookup", "_globals",
+        # the request head being parsed
+        "_url", "_raw_headers", "_header_size", "_host_count", "_special", "_content_length",
+        "_content_type", "_connection_header", "_expect", "_head_started", "_head_bytes",
+        # requests: being parsed, being answered, waiting their turn
+        "_current", "_active", "_queue",
+        # connection state
+        "_closing", "_reuse", "_deferred_error", "_idle_since", "_last_data", "_paused",
+        "_write_paused", "_drain_waiter", "_tasks",
     )
 
     def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
@@ -66,26 +82,28 @@ class HttpProtocol(asyncio.Protocol):
         self._max_url = options.max_url_size_in_bytes
         self._max_header_size = options.max_header_size_in_bytes
         self._max_header_count = options.max_header_count
-        self._max_buffered_body = options.max_buffered_body_size_in_bytes
-        self._access_log = options.access_log
         self._head_cap = options.max_url_size_in_bytes + options.max_header_size_in_bytes \
             + HEAD_SLACK_BYTES
-        self._url_parts: list[bytes] = []
-        self._url_size = 0
+        self._access_log = options.access_log
+        self._max_pipelined = options.max_pipelined_requests
+        self._lookup = state.router.lookup_raw
+        self._globals = state.global_plugins
+        self._url = b""
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._header_size = 0
         self._host_count = 0
+        self._special = False  # one of the four fields below was set by the last head
         self._content_length: int | None = None
         self._content_type: bytes | None = None
+        self._connection_header = False
         self._expect = False
-        self._in_head = False
-        self._head_started = 0.0
-        self._head_bytes = 0
-        self._head_began = False
-        self._current: Request | None = None   # being parsed
-        self._active: Request | None = None    # being answered
-        self._queue: deque[Request] = deque()  # parsed, waiting for their turn
-        self._closing = False
+        self._head_started = 0.0  # loop time the current head began; 0.0: not in a head
+        self._head_bytes = 0      # bytes fed while in the head; -1: it began in this chunk
+        self._current: Request | None = None
+        self._active: Request | None = None
+        self._queue: deque[Request] = deque()
+        self._closing = False     # input is discarded (after an error or an upgrade)
+        self._reuse = True        # the connection may serve another request
         self._deferred_error: bytes | None = None
         self._idle_since = state.now
         self._last_data = state.now
@@ -106,6 +124,7 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
         self._closing = True
+        self._reuse = False
         for request in (self._current, self._active, *self._queue):
             if request is not None:
                 request._connection_lost()
@@ -116,10 +135,17 @@ class HttpProtocol(asyncio.Protocol):
             waiter.exception()  # mark retrieved: nobody may be waiting any more
 
     def eof_received(self) -> bool:
+        current = self._current
+        if current is not None and not current.body_complete:
+            # The client ended its side mid-body: that body will never complete, so a
+            # handler (or an upload) waiting for it must stop now, not at body_timeout.
+            current._connection_lost()
+            return False
         # A half-closed client gets its pending answers; the transport closes after them.
         if self._active is None and not self._queue:
             return False
         self._closing = True
+        self._reuse = False
         return True
 
     def pause_writing(self) -> None:
@@ -146,7 +172,6 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return  # lingering after an error, or after an upgrade: input is discarded
-        self._last_data = self.state.now
         try:
             self.parser.feed_data(data)
         except _HttpParserCallbackError as exc:
@@ -158,12 +183,15 @@ class HttpProtocol(asyncio.Protocol):
         except _HttpParserUpgrade:
             # No protocol upgrades are served: answer the request as plain HTTP, then close.
             self._closing = True
+            self._reuse = False
             if self._active is None and not self._queue:
                 self.transport.close()
             return
-        if self._in_head:
-            if self._head_began:
-                self._head_began = False
+        if self._head_started:
+            # A head is still incomplete after this chunk: bound what httptools buffers
+            # (it keeps a header line whole until it ends, however long it grows).
+            if self._head_bytes < 0:
+                self._head_bytes = 0  # it began inside this chunk; count from the next
             else:
                 self._head_bytes += len(data)
                 if self._head_bytes > self._head_cap:
@@ -172,24 +200,24 @@ class HttpProtocol(asyncio.Protocol):
     # ------------------------------------------------------------ parser callbacks
 
     def on_message_begin(self) -> None:
-        self._in_head = True
-        self._head_began = True
-        self._head_bytes = 0
-        self._head_started = self.state.now
-        self._url_parts = []
-        self._url_size = 0
+        self._head_started = self._last_data = self.state.now or 1e-9
+        self._head_bytes = -1
+        self._url = b""
         self._raw_headers = []
         self._header_size = 0
         self._host_count = 0
-        self._content_length = None
-        self._content_type = None
-        self._expect = False
+        if self._special:
+            self._special = False
+            self._content_length = None
+            self._content_type = None
+            self._connection_header = False
+            self._expect = False
 
     def on_url(self, url: bytes) -> None:
-        self._url_size += len(url)
-        if self._url_size > self._max_url:
+        url = self._url + url
+        if len(url) > self._max_url:
             raise UriTooLong("URI Too Long")
-        self._url_parts.append(url)
+        self._url = url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self._raw_headers
@@ -198,60 +226,90 @@ class HttpProtocol(asyncio.Protocol):
         if size > self._max_header_size or len(headers) >= self._max_header_count:
             raise HeadersTooLarge("Request Header Fields Too Large")
         headers.append((name, value))
+        # Few headers matter before routing; compare lengths first to skip lower().
         length = len(name)
-        # Only four headers matter before routing; compare lengths first to skip lower().
         if length == 4:
             if name.lower() == b"host":
                 self._host_count += 1
-        elif length == 14:
-            if name.lower() == b"content-length":
-                self._content_length = int(value)
-        elif length == 12:
-            if name.lower() == b"content-type":
-                self._content_type = value
-        elif length == 6:
-            if name.lower() == b"expect":
-                if value.lower() != b"100-continue":
-                    raise HttpError("Expectation Failed", status_code=417)
-                self._expect = True
+        elif length in _WATCHED_LENGTHS:
+            self._watch_header(name.lower(), value)
+
+    def _watch_header(self, name: bytes, value: bytes) -> None:
+        if name == b"content-length":
+            self._content_length = int(value)
+        elif name == b"content-type":
+            self._content_type = value
+        elif name == b"connection":
+            self._connection_header = True
+        elif name == b"expect":
+            if value.lower() != b"100-continue":
+                raise HttpError("Expectation Failed", status_code=417)
+            self._expect = True
+        else:
+            return
+        self._special = True
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._head_started = 0.0
         if self._closing:
             return
         parser = self.parser
-        version = parser.get_http_version()
-        if self._host_count != 1 and version == "1.1":
-            raise BadRequest("Bad Request: an HTTP/1.1 request needs exactly one Host header")
-        method = parser.get_method()
-        parts = self._url_parts
-        target = parts[0] if len(parts) == 1 else b"".join(parts)
-        if target[:1] == b"/" and b"?" not in target and b"%" not in target and target.isascii():
-            path = url = target.decode("ascii")  # the common case, without decode_target
-            query = ""
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and self._host_count == 1 and not self._connection_header:
+            # Only HTTP/1.1 keeps a connection alive without a Connection header, so the
+            # version is known without get_http_version(), which formats a new str.
+            version = "1.1"
         else:
-            path, query = decode_target(target)
-            url = target.decode("latin-1")
-        # An upgrade (or CONNECT) is answered as plain HTTP and the connection then closed:
-        # the bytes after it belong to another protocol that is not served here.
-        keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
-        request = Request(self, method.decode("ascii"), path, url, query, version,
-                          self._raw_headers, keep_alive)
-        request.content_length = length = self._content_length
+            version = parser.get_http_version()
+            if self._host_count != 1 and version == "1.1":
+                raise BadRequest("Bad Request: an HTTP/1.1 request needs exactly one Host header")
+            if self._connection_header and keep_alive:
+                # An upgrade is answered as plain HTTP, then the connection is closed: the
+                # bytes after it belong to a protocol not served here.
+                keep_alive = not parser.should_upgrade()
+        method = parser.get_method()
+        target = self._url
+        raw_path = target.partition(b"?")[0]
+        if raw_path[:1] == b"/" and b"%" not in raw_path:
+            slots = self._lookup(raw_path.strip(b"/"))
+        else:  # percent-escapes, absolute-form or asterisk-form: decode first
+            slots = self.state.router.lookup(decode_target(target)[0].strip("/"))
+        index = METHOD_INDEX.get(method)
+        route = slots[index] if slots is not None and index is not None else None
+        length = self._content_length
+        method_name = METHOD_NAMES.get(method) or method.decode("ascii")
+        if route is not None and route.plain and not self._expect:
+            # The common case: a known route with nothing to decide per request.
+            cap = route.buffered_cap
+            if cap is not None and length is not None and length > cap:
+                raise PayloadTooLarge(
+                    f"Payload Too Large: Content-Length {length} exceeds {cap} bytes")
+            request = Request(self, method_name, target, version, self._raw_headers,
+                              keep_alive, route, cap)
+        else:
+            if method == b"CONNECT":
+                keep_alive = False
+            request = Request(self, method_name, target, version, self._raw_headers,
+                              keep_alive, None, None)
+            self._route(request, slots, index, length)
+        if length is not None:
+            request.content_length = length
+        if index == _HEAD:
+            request.is_head = True
         request.response = Response(self, request)
-        self._route(request, method, path, length)
         self._current = request
         if self._active is None:
             self._start(request)
         else:
             self._queue.append(request)
-            if len(self._queue) >= self.state.options.max_pipelined_requests:
+            if len(self._queue) >= self._max_pipelined:
                 self._pause(_PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
         request = self._current
         if request is None:
             return
+        self._last_data = self.state.now
         size = request.body_size + len(body)
         request.body_size = size
         cap = request.body_cap
@@ -262,51 +320,57 @@ class HttpProtocol(asyncio.Protocol):
         if request.streaming:
             request._feed(body)
         else:
-            request._chunks.append(body)
+            chunks = request._chunks
+            if chunks is None:
+                request._chunks = deque((body,))
+            else:
+                chunks.append(body)
 
     def on_message_complete(self) -> None:
         request = self._current
         if request is None:
             return
         self._current = None
-        request._complete()
-        if request.run_on_complete:
-            request.run_on_complete = False
+        request.body_complete = True
+        if request._waiter is not None:
+            request._wake()
+        if request.stage == STAGE_AWAITING_BODY:
+            request.stage = STAGE_HANDLED
             self._call_sync(request)
 
     # ------------------------------------------------------------ routing
 
-    def _route(self, request: Request, method: bytes, path: str, length: int | None) -> None:
-        """Pick the route, or record the error status the request will be answered with."""
-        slots = self.state.router.lookup(path.strip("/"))
+    def _route(self, request: Request, slots: list[Any] | None, index: int | None,
+               length: int | None) -> None:
+        """Every routing case but the plain one: errors, limits, streaming, expectations."""
         if slots is None:
             request.error = (404, "Not Found", None)
         else:
-            index = METHOD_INDEX.get(method)
             route = None if index is None else resolve(slots, index)
             if route is None:
                 status = 405 if index is not None else 501
                 request.error = (status, reason_phrase(status),
                                  [("Allow", allowed_methods(slots))])
             else:
-                request.route = route
                 limiter = route.rate_limiter
                 if limiter is not None and not limiter.allow(self.loop.time()):
                     request.error = (429, "Too Many Requests", [("Retry-After", "1")])
                 else:
-                    cap = route.max_request_size_in_bytes
                     mode = route.body_mode
-                    streaming = route.streams or (
-                        mode is BodyMode.FORM and self._content_type is not None
-                        and self._content_type[:10].lower() == b"multipart/")
-                    if cap is None and not streaming and mode is not BodyMode.DISCARD:
-                        cap = self._max_buffered_body
+                    streaming = route.streams
+                    cap = route.buffered_cap
+                    if (mode is BodyMode.FORM and self._content_type is not None
+                            and self._content_type[:10].lower() == b"multipart/"):
+                        streaming = True
+                        cap = route.max_request_size_in_bytes
                     if cap is not None and length is not None and length > cap:
                         # Refused before one body byte is read, and instead of 100 Continue.
                         raise PayloadTooLarge(
                             f"Payload Too Large: Content-Length {length} exceeds {cap} bytes")
+                    request.route = route
                     request.body_cap = cap
-                    request.streaming = streaming
+                    if streaming:
+                        request.streaming = True
                     if mode is BodyMode.DISCARD:
                         request.discard_body = True
                     if self._expect:
@@ -340,10 +404,11 @@ class HttpProtocol(asyncio.Protocol):
             chain = local.plugins
             has_async = local.has_async
         else:
-            global_plugins = self.state.global_plugins
+            global_plugins = self._globals
             chain = global_plugins.plugins + local.plugins if local.plugins else global_plugins.plugins
             has_async = global_plugins.has_async or local.has_async
         if route.needs_task or has_async or request.streaming:
+            request.stage = STAGE_HANDLED
             self.spawn(request, self._run_async(request, chain))
             return
         response = request.response
@@ -357,9 +422,10 @@ class HttpProtocol(asyncio.Protocol):
                 self._after_handler(request, None)
                 return
         if request.body_complete or request.discard_body:
+            request.stage = STAGE_HANDLED
             self._call_sync(request)
         else:
-            request.run_on_complete = True
+            request.stage = STAGE_AWAITING_BODY
 
     def _call_sync(self, request: Request) -> None:
         route = request.route
@@ -380,6 +446,8 @@ class HttpProtocol(asyncio.Protocol):
     async def _await_result(self, request: Request, result: Any) -> None:
         try:
             self._after_handler(request, await result)
+        except ConnectionClosed:
+            pass  # the client left; nobody is there to answer
         except Exception as exc:
             self._handler_failed(request, exc)
 
@@ -456,7 +524,7 @@ class HttpProtocol(asyncio.Protocol):
     # ------------------------------------------------------------ called by Response
 
     def connection_header(self, request: Request) -> bytes:
-        if not request.keep_alive or self._closing or self.state.stopping:
+        if not request.keep_alive or not self._reuse:
             return wire.CLOSE_HEADER
         if request.http_version == "1.0":
             return wire.KEEP_ALIVE_HEADER
@@ -467,36 +535,67 @@ class HttpProtocol(asyncio.Protocol):
         if not transport.is_closing():
             transport.write(data)
 
-    async def sendfile(self, file: BinaryIO, offset: int, count: int) -> None:
+    async def sendfile(self, file: BinaryIO | int, offset: int, count: int) -> None:
+        """Write `count` bytes of a file from `offset`: zero-copy os.sendfile when possible.
+
+        uvloop's loop.sendfile is not implemented, so the socket is written directly, but
+        only while the transport's own buffer is empty (so bytes never overtake it); TLS
+        transports, and sockets that would block, fall back to copying with backpressure.
+
+        Raises:
+            ConnectionClosed: the client left, or the file is shorter than announced.
+        """
+        transport = self.transport
+        in_fd = file if isinstance(file, int) else file.fileno()
+        sock = transport.get_extra_info("socket")
+        zero_copy = sock is not None and transport.get_extra_info("sslcontext") is None
+        end = offset + count
+        low, high = transport.get_write_buffer_limits()
+        # With a high-water mark of 0, drain() returns only once the buffer is empty again.
+        transport.set_write_buffer_limits(high=0)
         try:
-            await self.loop.sendfile(self.transport, file, offset, count)
-            return
-        except (NotImplementedError, RuntimeError, AttributeError):
-            pass  # uvloop and TLS transports: copy through user space instead
-        file.seek(offset)
-        remaining = count
-        while remaining > 0:
-            chunk = file.read(min(remaining, 256 * 1024))
-            if not chunk:
-                raise ConnectionClosed("file ended before the announced length")
-            self.write(chunk)
-            remaining -= len(chunk)
-            await self.drain()
+            while offset < end:
+                if transport.is_closing():
+                    raise ConnectionClosed("the client closed the connection")
+                if zero_copy and transport.get_write_buffer_size() == 0:
+                    try:
+                        sent = os.sendfile(sock.fileno(), in_fd, offset, end - offset)
+                    except BlockingIOError:
+                        sent = -1
+                    except OSError as exc:
+                        raise ConnectionClosed(f"sendfile failed: {exc}") from exc
+                    if sent == 0:
+                        raise ConnectionClosed("file ended before the announced length")
+                    if sent > 0:
+                        offset += sent
+                        continue
+                chunk = os.pread(in_fd, min(end - offset, SENDFILE_COPY_CHUNK), offset)
+                if not chunk:
+                    raise ConnectionClosed("file ended before the announced length")
+                self.write(chunk)
+                offset += len(chunk)
+                await self.drain()
+        finally:
+            if not transport.is_closing():
+                transport.set_write_buffer_limits(high=high, low=low)
 
     def response_finished(self, request: Request) -> None:
         """The whole response to `request` is written: close, or answer the next one."""
         if request is not self._active:
             return
         self._active = None
+        # Request and Response point at each other; cutting the link here lets reference
+        # counting free both at once instead of leaving every request to the cyclic GC.
+        request.response._request = None  # type: ignore[assignment]
         if self._access_log:
             access_logger.info('%s "%s %s HTTP/%s" %d', self.peer_host, request.method,
                                request.url, request.http_version, request.response.status)
         if not request.body_complete:
             # Answered early (DONT_USE_BODY, a plugin, an error): drop the rest of the body.
             request.discard_body = True
-            request._chunks.clear()
+            request._chunks = None
             self._resume(_PAUSE_BODY)
-        if not request.keep_alive or self._closing or self.state.stopping:
+        if not request.keep_alive or not self._reuse:
             deferred = self._deferred_error
             if deferred is not None:
                 self._deferred_error = None
@@ -505,7 +604,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         queue = self._queue
         if queue:
-            if self._paused & _PAUSE_PIPELINE and len(queue) <= self.state.options.max_pipelined_requests // 2:
+            if self._paused & _PAUSE_PIPELINE and len(queue) <= self._max_pipelined // 2:
                 self._resume(_PAUSE_PIPELINE)
             self._start(queue.popleft())
         else:
@@ -544,6 +643,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._closing:
             return
         self._closing = True
+        self._reuse = False
         self._queue.clear()
         current = self._current
         if current is not None:
@@ -565,6 +665,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _linger_close(self) -> None:
         self._closing = True
+        self._reuse = False
         transport = self.transport
         if transport.is_closing():
             return
@@ -580,7 +681,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._closing or self.transport is None:
             return
         options = self.state.options
-        if self._in_head:
+        if self._head_started:
             if now - self._head_started > options.header_timeout:
                 self._reject(408, "Request Timeout: the request head took too long")
         elif self._current is not None:
@@ -592,5 +693,6 @@ class HttpProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """Graceful stop: close now if idle, otherwise after the answer in progress."""
-        if self._active is None and self._current is None and not self._in_head:
+        self._reuse = False
+        if self._active is None and self._current is None and not self._head_started:
             self.transport.close()

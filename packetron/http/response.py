@@ -35,20 +35,22 @@ class Response:
     a body instead.
     """
 
-    __slots__ = ("_protocol", "_request", "_headers", "_has_content_type", "sent",
-                 "finished", "pending", "status", "_chunked", "_body_allowed")
+    # As in Request: the fields every response writes are slots, the rest class-level
+    # defaults that only unusual responses override (in a lazily created __dict__).
+    __slots__ = ("_protocol", "_request", "sent", "finished", "status", "__dict__")
+
+    _headers: list[tuple[str, str]] | None = None
+    _has_content_type = False
+    pending = False        # an asynchronous send (send_file, streaming) is under way
+    _chunked = False
+    _body_allowed = True
 
     def __init__(self, protocol: "HttpProtocol", request: "Request") -> None:
         self._protocol = protocol
         self._request = request
-        self._headers: list[tuple[str, str]] | None = None
-        self._has_content_type = False
         self.sent = False          # the head has been written
         self.finished = False      # the whole response has been written
-        self.pending = False       # an asynchronous send (send_file) is under way
         self.status = 0
-        self._chunked = False
-        self._body_allowed = True
 
     # ------------------------------------------------------------ headers
 
@@ -95,13 +97,11 @@ class Response:
     def _send(self, status: int, content_type: bytes | None, body: bytes) -> None:
         if self.sent or self.pending:
             raise ResponseAlreadySent("a response was already sent for this request")
-        if not 100 <= status <= 599:
-            raise ValueError(f"status must be 100..599, got {status}")
         protocol = self._protocol
         request = self._request
-        connection = protocol.connection_header(request)
-        if self._headers is None and not connection and status == 200 and not request.is_head:
-            # The hot path: one format, one write.
+        if (status == 200 and self._headers is None and request.keep_alive and protocol._reuse
+                and not request.is_head and request.http_version == "1.1"):
+            # The hot path: a plain 200 on a persistent connection, one format, one write.
             self.sent = True
             self.status = 200
             protocol.write(b"HTTP/1.1 200 OK\r\n%s%scontent-length: %d\r\n\r\n%s" % (
@@ -109,6 +109,9 @@ class Response:
             self.finished = True
             protocol.response_finished(request)
             return
+        if not 100 <= status <= 599:
+            raise ValueError(f"status must be 100..599, got {status}")
+        connection = protocol.connection_header(request)
         if self._has_content_type:
             content_type = None
         if status in NO_BODY_STATUSES:

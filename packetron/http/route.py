@@ -64,7 +64,7 @@ class Route:
     """One (method, path) registration. `route.remove()` unregisters it, even while serving."""
 
     __slots__ = ("method", "path", "key", "handler", "is_async", "flags", "body_mode",
-                 "streams", "needs_task",
+                 "streams", "needs_task", "buffered_cap", "plain",
                  "plugins", "multipart_options", "rate_limiter", "max_request_size_in_bytes",
                  "local_plugins_only", "_server", "__weakref__")
 
@@ -102,6 +102,10 @@ class Route:
             unknown = set(multipart_options) - MULTIPART_OPTION_NAMES
             if unknown:
                 raise ConfigError(f"unknown multipart option(s): {', '.join(sorted(unknown))}")
+            # Bad values fail here, at registration, rather than as a 500 per request.
+            from packetron.http.multipart import validate_multipart_options
+
+            multipart_options = validate_multipart_options(multipart_options)  # type: ignore[assignment]
         self.multipart_options = multipart_options
         self.rate_limiter = (FixedWindowRateLimiter(max_requests_per_second)
                              if max_requests_per_second is not None else None)
@@ -110,6 +114,20 @@ class Route:
             raise ConfigError("max_request_size_in_bytes must be a non-negative integer")
         self.max_request_size_in_bytes = max_request_size_in_bytes
         self._server = server
+        # The body cap when the body is decoded in memory: the route's own, or the server's
+        # max_buffered_body_size_in_bytes. Streaming routes are capped by their own only.
+        if self.streams:
+            self.buffered_cap = max_request_size_in_bytes
+        elif max_request_size_in_bytes is not None or self.body_mode is BodyMode.DISCARD:
+            self.buffered_cap = max_request_size_in_bytes
+        else:
+            self.buffered_cap = (server.config.max_buffered_body_size_in_bytes
+                                 if server is not None else None)
+        # A plain route needs no per-request decision beyond the body cap: no rate limit,
+        # no body that may or may not stream, nothing discarded.
+        self.plain = (self.rate_limiter is None and not self.streams
+                      and self.body_mode is not BodyMode.FORM
+                      and self.body_mode is not BodyMode.DISCARD)
 
     def remove(self) -> bool:
         """Unregister this route; True if it was still registered."""

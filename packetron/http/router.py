@@ -35,10 +35,13 @@ def normalize_path(path: str) -> str:
 class Router(Generic[T]):
     """Maps normalized paths to one entry per RequestMethod."""
 
-    __slots__ = ("_table",)
+    __slots__ = ("_table", "_raw_table")
 
     def __init__(self) -> None:
         self._table: dict[str, list[T | None]] = {}
+        # The same slot lists keyed by the UTF-8 bytes of the path, so a request target
+        # without percent-escapes is routed without decoding it first.
+        self._raw_table: dict[bytes, list[T | None]] = {}
 
     def add(self, method: int, path: str, entry: T) -> T | None:
         """Register `entry` for (method, path); returns the entry it replaced, if any."""
@@ -47,6 +50,7 @@ class Router(Generic[T]):
         if slots is None:
             slots = [None] * METHOD_COUNT
             self._table[key] = slots
+            self._raw_table[key.encode("utf-8")] = slots
         previous = slots[method]
         slots[method] = entry
         return previous
@@ -62,11 +66,16 @@ class Router(Generic[T]):
         slots[method] = None
         if all(slot is None for slot in slots):
             del self._table[key]
+            del self._raw_table[key.encode("utf-8")]
         return True
 
     def lookup(self, key: str) -> list[T | None] | None:
         """Slots of an already normalized path, or None for an unknown path (404)."""
         return self._table.get(key)
+
+    def lookup_raw(self, key: bytes) -> list[T | None] | None:
+        """lookup() for a path given as bytes without percent-escapes."""
+        return self._raw_table.get(key)
 
     def entries(self) -> Iterator[tuple[str, int, T]]:
         for key, slots in self._table.items():

@@ -21,6 +21,11 @@ __all__ = ["ServingLoop", "new_event_loop", "TICK_SECONDS"]
 TICK_SECONDS = 1.0
 # How often a graceful stop looks whether the last connection has finished.
 _SHUTDOWN_POLL_SECONDS = 0.02
+# A graceful stop gives connections this long to show a request before idle ones are
+# closed: a connection accepted just before the stop may not have delivered its first
+# request yet (clients send it right behind the handshake, so it is there within a round
+# trip), and closing it as idle would drop a request the client already sent.
+FIRST_REQUEST_GRACE_SECONDS = 0.1
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -78,6 +83,8 @@ class ServingLoop:
         state = self.state
         state.stopping = True
         server.close()
+        if state.connections:
+            await asyncio.sleep(FIRST_REQUEST_GRACE_SECONDS)
         for connection in list(state.connections):
             connection.shutdown()
         loop = asyncio.get_running_loop()

@@ -29,6 +29,7 @@ __all__ = [
     "Screen",
     "ConnectionScreen",
     "RATE_WINDOW_SECONDS",
+    "ADDRESS_MEMO_SIZE",
 ]
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -36,6 +37,10 @@ Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 # Rates are "per second", so every window is one second long.
 RATE_WINDOW_SECONDS = 1.0
+# Address verdicts are remembered per peer string (parsing and matching cost more than
+# the rest of the accept path); the memo is dropped whole when it reaches this size, so a
+# scan from many addresses cannot grow it without bound.
+ADDRESS_MEMO_SIZE = 4096
 
 # IPv4-mapped IPv6 addresses (::ffff:a.b.c.d, RFC 4291 §2.5.5.2): what a dual-stack "::"
 # listener reports for IPv4 peers.
@@ -244,6 +249,7 @@ class Screen:
         "_rate",
         "_live",
         "_per_ip",
+        "_memo",
     )
 
     def __init__(
@@ -270,6 +276,7 @@ class Screen:
             raise ConfigError(f"rate_window must be 'fixed' or 'sliding', got {rate_window!r}")
         self._live = 0
         self._per_ip: dict[str, int] = {}
+        self._memo: dict[str, tuple[Verdict, str]] = {}
 
     @property
     def is_noop(self) -> bool:
@@ -289,12 +296,24 @@ class Screen:
 
     def connections_from(self, host: str) -> int:
         """Live connections counted for one source."""
-        return self._per_ip.get(_key(host), 0)
+        return self._per_ip.get(self._address(host)[1], 0)
+
+    def _address(self, host: str) -> tuple[Verdict, str]:
+        """(verdict of the address lists, counting key) for a peer, memoized."""
+        hit = self._memo.get(host)
+        if hit is None:
+            addr = parse_address(host)
+            hit = (
+                check_address(addr, self.allow, self.deny),
+                str(addr) if addr is not None else host,
+            )
+            if len(self._memo) >= ADDRESS_MEMO_SIZE:
+                self._memo.clear()
+            self._memo[host] = hit
+        return hit
 
     def _screen_source(self, host: str, now: float) -> tuple[Verdict, str]:
-        addr = parse_address(host)
-        verdict = check_address(addr, self.allow, self.deny)
-        key = str(addr) if addr is not None else host
+        verdict, key = self._address(host)
         if verdict is Verdict.ACCEPTED and self._rate is not None:
             if not self._rate.hit(key, now):
                 verdict = Verdict.RATE_LIMITED
@@ -320,7 +339,7 @@ class Screen:
 
     def release(self, host: str) -> None:
         """An admitted connection from host has ended."""
-        key = _key(host)
+        key = self._address(host)[1]
         held = self._per_ip.get(key, 0)
         if held <= 0:
             return
@@ -329,11 +348,6 @@ class Screen:
             del self._per_ip[key]
         else:
             self._per_ip[key] = held - 1
-
-
-def _key(host: str) -> str:
-    addr = parse_address(host)
-    return str(addr) if addr is not None else host
 
 
 def _check_cap(value: int | None, name: str) -> int | None:

@@ -1,0 +1,1 @@
+"""Benchmarks and the peer servers they measure against (not part of the package)."""

@@ -1,0 +1,14 @@
+"""UDP counter: answers each datagram with how many datagrams the broker has seen.
+
+Try: `echo hi | nc -u -w1 127.0.0.1 7001`. The count lives in ctx.shared, so it survives
+a reload of this file and, with `--shared redis://...`, is shared by several brokers.
+"""
+
+
+def open(ctx):
+    ctx.log.info("counter ready on udp/%d", ctx.port)
+
+
+async def message(msg, rinfo, ctx):
+    n = await ctx.shared.incr("counter:datagrams")
+    ctx.reply(b"%d\n" % n, rinfo)

@@ -1,0 +1,308 @@
+"""TcpServer over real loopback sockets: echo, screening, caps, TLS, close."""
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import pytest
+
+from nethelp import LOOPS, make_certs, run
+from packetron.errors import ConfigError
+from packetron.net import TcpServer, client_context, open_connection, server_context
+from packetron.net.screening import Verdict
+
+LOCAL = "127.0.0.1"
+
+
+async def refused(port: int, **kwargs) -> bool:
+    """True when the server closes the connection without a byte (screened out)."""
+    try:
+        conn = await open_connection(LOCAL, port, **kwargs)
+    except (ConnectionError, ssl.SSLError):
+        return True
+    try:
+        conn.write(b"ping")
+    except Exception:
+        pass
+    try:
+        data = await conn.read()
+    finally:
+        conn.close()
+        await conn.wait_closed()
+    return data == b""
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_echo_through_a_sync_on_connection_callback(loop):
+    async def main():
+        server = TcpServer(0, host=LOCAL)
+        server.on_connection(lambda conn: conn.on("message", conn.write))
+        await server.listen()
+        assert server.port > 0 and server.listening
+        client = await open_connection(LOCAL, server.port)
+        client.write(b"hello sync")
+        assert await client.readexactly(10) == b"hello sync"
+        client.close()
+        await server.close()
+
+    run(main(), loop=loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_echo_through_an_async_on_connection_callback(loop):
+    async def main():
+        server = TcpServer(0, host=LOCAL)
+
+        @server.on_connection
+        async def echo(conn):
+            while line := await conn.readline():
+                conn.write(line.upper())
+                await conn.drain()
+
+        await server.listen()
+        client = await open_connection(LOCAL, server.port)
+        for word in (b"one\n", b"two\n"):
+            client.write(word)
+            assert await client.readline() == word.upper()
+        client.write_eof()
+        # The async callback returned at EOF: the server closes the connection.
+        assert await client.read() == b""
+        client.close()
+        await server.close()
+
+    run(main(), loop=loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_denied_peer_never_reaches_the_callback(loop):
+    async def main():
+        server = TcpServer(0, host=LOCAL, deny=["127.0.0.0/8"])
+        calls: list[object] = []
+        rejects: list[tuple[str, Verdict]] = []
+        server.on_connection(calls.append)
+        server.on_reject(lambda host, verdict: rejects.append((host, verdict)))
+        await server.listen()
+        assert await refused(server.port)
+        assert calls == []
+        assert rejects == [(LOCAL, Verdict.DENIED)]
+        await server.close()
+
+    run(main(), loop=loop)
+
+
+def test_peer_outside_the_allow_list_never_reaches_the_callback():
+    async def main():
+        server = TcpServer(0, host=LOCAL, allow=["10.0.0.0/8"])
+        calls: list[object] = []
+        server.on_connection(calls.append)
+        await server.listen()
+        assert await refused(server.port)
+        assert calls == []
+        await server.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_max_connections_is_enforced_and_a_closed_slot_is_reused(loop):
+    async def main():
+        server = TcpServer(0, host=LOCAL, max_connections=2)
+        opened: list[object] = []
+
+        def greet(conn):
+            opened.append(conn)
+            conn.write(b"hi")
+            conn.on("message", lambda d: None)
+
+        server.on_connection(greet)
+        await server.listen()
+        first = await open_connection(LOCAL, server.port)
+        second = await open_connection(LOCAL, server.port)
+        assert await first.readexactly(2) == b"hi"
+        assert await second.readexactly(2) == b"hi"
+        assert await refused(server.port)
+        assert len(opened) == 2
+        first.close()
+        await first.wait_closed()
+        while len(server.connections) > 1:  # the server sees the close
+            await asyncio.sleep(0.005)
+        third = await open_connection(LOCAL, server.port)
+        assert await third.readexactly(2) == b"hi"
+        assert len(opened) == 3
+        for c in (second, third):
+            c.close()
+        await server.close()
+
+    run(main(), loop=loop)
+
+
+def test_max_connections_per_ip_and_rate_options():
+    async def main():
+        server = TcpServer(0, host=LOCAL, max_connections_per_ip=1)
+        server.on_connection(lambda conn: conn.on("message", conn.write))
+        await server.listen()
+        held = await open_connection(LOCAL, server.port)
+        held.write(b"x")
+        assert await held.readexactly(1) == b"x"
+        assert await refused(server.port)
+        held.close()
+        await server.close()
+
+        limited = TcpServer(0, host=LOCAL, rate=2)
+        limited.on_connection(lambda conn: conn.write(b"ok") or conn.close())
+        await limited.listen()
+        results = []
+        for _ in range(3):
+            results.append(await refused(limited.port))
+        # Two within the second get "ok" (read returns it, not b""), the third is refused.
+        assert results == [False, False, True]
+        await limited.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_tls_echo_with_a_trustme_certificate(tmp_path, loop):
+    cert, key, ca = make_certs(tmp_path)
+
+    async def main():
+        server = TcpServer(0, host=LOCAL, ssl=server_context(cert, key))
+        server.on_connection(lambda conn: conn.on("message", conn.write))
+        await server.listen()
+        client = await open_connection(LOCAL, server.port, ssl=client_context(ca))
+        assert client.get_extra_info("sslcontext") is not None
+        client.write(b"secret")
+        assert await client.readexactly(6) == b"secret"
+        client.close()
+        await client.wait_closed()
+        await server.close()
+
+    run(main(), loop=loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_tls_peer_screened_out_before_any_handshake(tmp_path, loop):
+    cert, key, ca = make_certs(tmp_path)
+
+    async def main():
+        server = TcpServer(0, host=LOCAL, ssl=server_context(cert, key), deny=["127.0.0.1"])
+        calls: list[object] = []
+        server.on_connection(calls.append)
+        await server.listen()
+        with pytest.raises((ConnectionError, ssl.SSLError)):
+            conn = await open_connection(LOCAL, server.port, ssl=client_context(ca))
+            conn.close()
+        assert calls == []
+        await server.close()
+
+    run(main(), loop=loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_handler_exception_closes_only_its_connection_and_reaches_on_error(loop):
+    async def main():
+        server = TcpServer(0, host=LOCAL)
+        errors: list[tuple[type, object]] = []
+        server.on_error(lambda exc, conn: errors.append((type(exc), conn)))
+
+        @server.on_connection
+        async def handler(conn):
+            line = await conn.readline()
+            if line == b"boom\n":
+                raise RuntimeError("handler failed")
+            conn.write(line)
+            await conn.read()  # stay until the client is done
+
+        await server.listen()
+        good = await open_connection(LOCAL, server.port)
+        bad = await open_connection(LOCAL, server.port)
+        bad.write(b"boom\n")
+        assert await bad.read() == b""
+        good.write(b"fine\n")
+        assert await good.readline() == b"fine\n"
+        assert [e[0] for e in errors] == [RuntimeError]
+        good.close()
+        bad.close()
+        await server.close()
+
+    run(main(), loop=loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_close_with_100_live_connections_fires_exactly_100_close_events(loop):
+    async def main():
+        server = TcpServer(0, host=LOCAL)
+        closes: list[int] = []
+        conns = []
+
+        def keep(conn):
+            conns.append(conn)
+            conn.on("close", lambda: closes.append(conn.id))
+            conn.on("message", lambda d: None)
+            conn.write(b"+")
+
+        server.on_connection(keep)
+        await server.listen()
+        clients = [await open_connection(LOCAL, server.port) for _ in range(100)]
+        for c in clients:
+            assert await c.readexactly(1) == b"+"
+        assert len(server.connections) == 100
+        await server.close()
+        assert len(closes) == 100 and len(set(closes)) == 100
+        assert all(c.state == "closed" for c in conns)
+        assert not server.connections and not server.listening
+        for c in clients:
+            assert await c.read() == b""
+            c.close()
+        # Stopped accepting: a new client is refused outright.
+        with pytest.raises(ConnectionRefusedError):
+            await open_connection(LOCAL, server.port)
+        await server.close()  # idempotent
+
+    run(main(), loop=loop)
+
+
+def test_close_aborts_connections_that_cannot_flush():
+    async def main():
+        server = TcpServer(0, host=LOCAL, max_buffer_bytes=None)
+        opened = asyncio.get_running_loop().create_future()
+        server.on_connection(opened.set_result)
+        await server.listen()
+        client = await open_connection(LOCAL, server.port)
+        conn = await opened
+        while conn.send(b"x" * 65536):  # the client reads nothing
+            pass
+        await server.close(timeout=0.2)
+        assert conn.state == "closed"
+        client.abort()
+
+    run(main())
+
+
+def test_idle_timeout_option_closes_silent_connections():
+    async def main():
+        server = TcpServer(0, host=LOCAL, idle_timeout=0.05)
+        server.on_connection(lambda conn: conn.on("message", conn.write))
+        await server.listen()
+        client = await open_connection(LOCAL, server.port)
+        assert await client.read() == b""
+        client.close()
+        await server.close()
+
+    run(main())
+
+
+def test_bad_options_raise_config_error_at_construction():
+    with pytest.raises(ConfigError):
+        TcpServer(0, deny=["not-a-network"])
+    with pytest.raises(ConfigError):
+        TcpServer(0, max_connections=0)
+    with pytest.raises(ConfigError):
+        TcpServer(0, ssl="cert.pem")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        TcpServer(70000)
+
+
+def test_port_before_listen_is_an_error():
+    with pytest.raises(RuntimeError):
+        TcpServer(0).port
