@@ -1,21 +1,36 @@
 """The example server: a JSON API, static files and an upload form.
 
-    python examples/app.py --port 3000
+    python examples/app.py --port 3000        # then open http://127.0.0.1:3000/
+
+The page and the upload endpoint come from examples/site_server.py; this file adds a small
+JSON API on top of them:
+
+    curl http://127.0.0.1:3000/api/status
+    curl -d '{"a": [1, 2]}' http://127.0.0.1:3000/api/echo
+    curl 'http://127.0.0.1:3000/api/hello?name=you'
+    curl -H 'X-Token: demo' http://127.0.0.1:3000/api/secret
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-
-from packetron import HandlerFlags, Packetron, Plugin, PluginPriority
+import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SITE = os.path.join(HERE, "site")
+sys.path.insert(0, HERE)  # so `site_server` imports whether run as a script or as examples.app
+
+from packetron import HandlerFlags, Packetron, Plugin, PluginPriority  # noqa: E402
+from site_server import build_server as build_site  # noqa: E402
+
+DEFAULT_STORAGE = os.path.join(tempfile.gettempdir(), "packetron-example")
 
 
-def build_server(port: int = 3000, host: str = "127.0.0.1", workers: int = 1) -> Packetron:
-    server = Packetron(port=port, host=host, workers=workers)
+def build_server(port: int = 3000, host: str = "127.0.0.1",
+                 storage: str = DEFAULT_STORAGE) -> Packetron:
+    """The site (static page, POST /upload, GET /files) plus the JSON API (not started)."""
+    server = build_site(storage, port=port, host=host)
 
     @server.get("api/status")
     def status(request, response):
@@ -30,15 +45,8 @@ def build_server(port: int = 3000, host: str = "127.0.0.1", workers: int = 1) ->
         name = request.get_query_params().get("name", "world")
         response.send_json({"hello": name})
 
-    @server.post("api/upload", flags=HandlerFlags.MULTIPART_FORM_DATA,
-                 multipart_options={"max_file_size": 64 * 1024 * 1024, "max_files": 10})
-    async def upload(request, response):
-        fields = await request.get_body()
-        files = await request.get_files()
-        response.send_json({"fields": fields, "files": files})
-
     def require_token(request, response):
-        # A route-local plugin: runs before the handler (and before the body is read).
+        # A route-local plugin: it runs before the handler and before the body is read.
         if request.headers.get("x-token") != "demo":
             response.send_json({"error": "send the header X-Token: demo"}, status=401)
             return True
@@ -47,21 +55,24 @@ def build_server(port: int = 3000, host: str = "127.0.0.1", workers: int = 1) ->
     @server.get("api/secret", plugins=[Plugin.create(PluginPriority.HIGH, require_token)])
     def secret(request, response):
         response.send_json({"secret": 42})
-    if os.path.isdir(SITE):
-        server.serve(SITE)
+
     return server
 
 
+# `packetron serve examples.app:server` finds this one.
+server = build_server()
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    server = build_server(args.port, args.host, args.workers)
     print(f"packetron example on http://{args.host}:{args.port}/  (Ctrl-C stops)", flush=True)
-    server.run()
+    server.run(host=args.host, port=args.port, workers=args.workers)
 
 
 if __name__ == "__main__":
