@@ -36,6 +36,7 @@ import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
 REPO_ROOT = os.path.dirname(BENCH_DIR)
@@ -54,7 +55,7 @@ STOP_TIMEOUT_S = 5.0
 # ---------------------------------------------------------------- the Python roles
 
 
-def _event_loop_runner():
+def _event_loop_runner() -> tuple[Callable[..., Any], str]:
     if os.environ.get("BENCH_LOOP") == "asyncio":
         return asyncio.run, "asyncio"
     try:
@@ -104,7 +105,7 @@ async def _python_client(impl: str, port: int, inflight: int, seconds: float,
         ps = PacketStream()
         session = ps.start(conn)
 
-        async def call(_rpc_id: int) -> None:
+        async def call(rpc_id: int) -> None:
             await ps.request(PAYLOAD)
     else:
         from packetron.net.psc import json_dumps, json_loads
@@ -211,7 +212,7 @@ def _run_client(impl: str, port: int, inflight: int, args: argparse.Namespace) -
                          env=env, cwd=REPO_ROOT,
                          timeout=args.duration + args.warmup + CLIENT_GRACE_S, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    return result["requests"] / result["seconds"]
+    return float(result["requests"] / result["seconds"])
 
 
 def _check_tools(impls: list[str], args: argparse.Namespace) -> list[str]:

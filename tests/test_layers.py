@@ -21,8 +21,8 @@ LAYERS = {"flags": 0, "status": 0, "errors": 0, "log": 0, "options": 0, "globald
 
 # Modules that must stay sans-I/O.
 PURE_MODULES = ["http/router.py", "http/wire.py", "http/bodies.py", "http/cookies.py",
-                "http/limits.py", "net/framing.py", "net/psc.py", "net/screening.py",
-                "net/manifest.py"]
+                "http/limits.py", "net/framing.py", "net/psc.py", "net/psmachine.py",
+                "net/screening.py", "net/manifest.py", "http/mime.py"]
 IO_MODULES = {"asyncio", "socket", "ssl", "time", "selectors"}
 
 

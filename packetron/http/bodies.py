@@ -5,6 +5,7 @@ Each takes the complete body as bytes and returns the value `request.get_body()`
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Callable
 from urllib.parse import parse_qsl
 from xml.parsers.expat import ExpatError
@@ -33,7 +34,7 @@ def _not_serializable(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def _make_json_encoder() -> Callable[[Any], str]:
+def _make_json_encoder() -> Callable[[Any], bytes]:
     """The fastest stdlib JSON encoder: compact, raw non-ASCII, like JSON.stringify.
 
     JSONEncoder.encode builds a new C encoder on every call; building it once and calling
@@ -43,28 +44,65 @@ def _make_json_encoder() -> Callable[[Any], str]:
 
     make = stdlib_encoder.c_make_encoder
     if make is None:  # a Python without the C accelerator
-        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
+        slow = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False,
                                 check_circular=False).encode
+        return lambda value: slow(value).encode("utf-8")
     c_encoder = make(None, _not_serializable, stdlib_encoder.encode_basestring, None,
                      ":", ",", False, False, False)  # NaN/Infinity are not JSON: refuse
     join = "".join
 
-    def encode(value: Any) -> str:
-        return join(c_encoder(value, 0))
+    def encode_json(value: Any) -> bytes:
+        """Compact JSON as UTF-8, written like JSON.stringify (no spaces, raw non-ASCII).
 
-    return encode
+        Raises:
+            TypeError: a value JSON cannot represent.
+            ValueError: NaN or Infinity.
+        """
+        return join(c_encoder(value, 0)).encode("utf-8")
+
+    return encode_json
 
 
-_json_encode = _make_json_encoder()
+_stdlib_encode_json = _make_json_encoder()
 
 
-def encode_json(value: Any) -> bytes:
-    """Compact JSON as UTF-8, written like JSON.stringify (no spaces, raw non-ASCII).
+def _make_orjson_codec() -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]] | None:
+    """orjson's encoder and decoder, when the optional `fast` extra is installed.
 
-    Raises:
-        TypeError: a value JSON cannot represent.
+    Measured in bench/protocol_cost.py: encoding is about 8x and decoding 3x faster than
+    the standard library. Whatever orjson refuses (integers beyond 64 bits) goes to the
+    standard library instead, so both backends accept the same values. One difference
+    stays, and it is JSON.stringify's behaviour: NaN and Infinity are written as null.
     """
-    return _json_encode(value).encode("utf-8")
+    if os.environ.get("PACKETRON_JSON") == "stdlib":  # lets benchmarks compare backends
+        return None
+    try:
+        import orjson
+    except ImportError:
+        return None
+    dumps, loads, option = orjson.dumps, orjson.loads, orjson.OPT_NON_STR_KEYS
+    decode_error = orjson.JSONDecodeError
+
+    def encode_json(value: Any) -> bytes:
+        try:
+            return dumps(value, option=option)  # type: ignore[no-any-return]
+        except TypeError:
+            return _stdlib_encode_json(value)
+
+    def decode_json(body: bytes) -> Any:
+        if not body:
+            return None
+        try:
+            return loads(body)
+        except decode_error:
+            return None
+
+    return encode_json, decode_json
+
+
+_orjson_codec = _make_orjson_codec()
+JSON_BACKEND = "orjson" if _orjson_codec is not None else "stdlib"
+encode_json = _orjson_codec[0] if _orjson_codec is not None else _stdlib_encode_json
 
 
 def _make_json_scanner() -> Callable[[str, int], tuple[Any, int]]:
@@ -79,7 +117,7 @@ _scan_json = _make_json_scanner()
 _JSON_WHITESPACE = " \t\n\r"
 
 
-def decode_json(body: bytes) -> Any:
+def _stdlib_decode_json(body: bytes) -> Any:
     """Parsed JSON, or None when the body is empty or not valid JSON (the contract's choice)."""
     if not body:
         return None
@@ -164,3 +202,6 @@ def charset_of(content_type: str | None, default: str = "utf-8") -> str:
         if key.strip().lower() == "charset" and value:
             return value.strip().strip('"').lower()
     return default
+
+
+decode_json = _orjson_codec[1] if _orjson_codec is not None else _stdlib_decode_json

@@ -199,10 +199,21 @@ class HttpProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------ parser callbacks
 
-    def on_message_begin(self) -> None:
+    # There is no on_message_begin: httptools then skips that call, and the first piece of
+    # the URL, which every request has, marks the start of a new head instead.
+
+    def on_url(self, url: bytes) -> None:
+        if self._head_started:
+            url = self._url + url  # the target arrived in several pieces
+            if len(url) > self._max_url:
+                raise UriTooLong("URI Too Long")
+            self._url = url
+            return
         self._head_started = self._last_data = self.state.now or 1e-9
         self._head_bytes = -1
-        self._url = b""
+        if len(url) > self._max_url:
+            raise UriTooLong("URI Too Long")
+        self._url = url
         self._raw_headers = []
         self._header_size = 0
         self._host_count = 0
@@ -212,12 +223,6 @@ class HttpProtocol(asyncio.Protocol):
             self._content_type = None
             self._connection_header = False
             self._expect = False
-
-    def on_url(self, url: bytes) -> None:
-        url = self._url + url
-        if len(url) > self._max_url:
-            raise UriTooLong("URI Too Long")
-        self._url = url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self._raw_headers
@@ -278,7 +283,8 @@ class HttpProtocol(asyncio.Protocol):
         route = slots[index] if slots is not None and index is not None else None
         length = self._content_length
         method_name = METHOD_NAMES.get(method) or method.decode("ascii")
-        if route is not None and route.plain and not self._expect:
+        plain = route is not None and route.plain and not self._expect
+        if plain:
             # The common case: a known route with nothing to decide per request.
             cap = route.buffered_cap
             if cap is not None and length is not None and length > cap:
@@ -299,7 +305,12 @@ class HttpProtocol(asyncio.Protocol):
         request.response = Response(self, request)
         self._current = request
         if self._active is None:
-            self._start(request)
+            if plain and route.plain_sync and not self._globals.plugins:  # type: ignore[union-attr]
+                # What _start would decide for a plain synchronous route, without the call.
+                self._active = request
+                request.stage = STAGE_AWAITING_BODY
+            else:
+                self._start(request)
         else:
             self._queue.append(request)
             if len(self._queue) >= self._max_pipelined:
@@ -336,7 +347,15 @@ class HttpProtocol(asyncio.Protocol):
             request._wake()
         if request.stage == STAGE_AWAITING_BODY:
             request.stage = STAGE_HANDLED
-            self._call_sync(request)
+            # _call_sync, inlined for the common case.
+            response = request.response
+            try:
+                result = request.route.handler(request, response)  # type: ignore[union-attr]
+            except Exception as exc:
+                self._handler_failed(request, exc)
+                return
+            if not response.sent and not response.pending:
+                self._after_sync_handler(request, result)
 
     # ------------------------------------------------------------ routing
 
@@ -438,6 +457,9 @@ class HttpProtocol(asyncio.Protocol):
         response = request.response
         if response.sent or response.pending:
             return  # the common case: the handler answered
+        self._after_sync_handler(request, result)
+
+    def _after_sync_handler(self, request: Request, result: Any) -> None:
         if inspect.isawaitable(result):  # a plain function that returned a coroutine
             self.spawn(request, self._await_result(request, result))
             return

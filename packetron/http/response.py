@@ -104,8 +104,10 @@ class Response:
             # The hot path: a plain 200 on a persistent connection, one format, one write.
             self.sent = True
             self.status = 200
-            protocol.write(b"HTTP/1.1 200 OK\r\n%s%scontent-length: %d\r\n\r\n%s" % (
-                protocol.state.date_header, content_type, len(body), body))
+            transport = protocol.transport
+            if not transport.is_closing():
+                transport.write(b"HTTP/1.1 200 OK\r\n%s%scontent-length: %d\r\n\r\n%s" % (
+                    protocol.state.date_header, content_type, len(body), body))
             self.finished = True
             protocol.response_finished(request)
             return

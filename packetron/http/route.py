@@ -64,7 +64,7 @@ class Route:
     """One (method, path) registration. `route.remove()` unregisters it, even while serving."""
 
     __slots__ = ("method", "path", "key", "handler", "is_async", "flags", "body_mode",
-                 "streams", "needs_task", "buffered_cap", "plain",
+                 "streams", "needs_task", "buffered_cap", "plain", "plain_sync",
                  "plugins", "multipart_options", "rate_limiter", "max_request_size_in_bytes",
                  "local_plugins_only", "_server", "__weakref__")
 
@@ -95,7 +95,8 @@ class Route:
         # Decided once so the per-request path knows whether it may answer without a task.
         self.needs_task = self.is_async or self.streams
         self.local_plugins_only = bool(flags & HandlerFlags.LOCAL_PLUGINS_ONLY)
-        self.plugins = PluginManager()
+        self.plain_sync = False
+        self.plugins = PluginManager(on_change=self._update_plain_sync)
         for plugin in plugins:
             self.plugins.add(plugin)
         if multipart_options is not None:
@@ -128,6 +129,14 @@ class Route:
         self.plain = (self.rate_limiter is None and not self.streams
                       and self.body_mode is not BodyMode.FORM
                       and self.body_mode is not BodyMode.DISCARD)
+        self._update_plain_sync()
+
+    def _update_plain_sync(self) -> None:
+        """plain_sync: answered inside the parser callbacks with no per-request decision
+        (a plain route, a sync handler, no plugins of its own). Kept current as plugins
+        are added or removed; the server's global plugins are checked per request."""
+        self.plain_sync = (getattr(self, "plain", False) and not self.needs_task
+                           and not self.plugins.plugins)
 
     def remove(self) -> bool:
         """Unregister this route; True if it was still registered."""

@@ -274,7 +274,7 @@ class PacketStream:
 
     __slots__ = ("_on_message", "_on_request", "_on_stream", "_on_close", "request_timeout",
                  "include_stack", "goodbye_timeout", "_machine", "_calls", "_streams",
-                 "_tasks", "_conn", "_loop", "_wbuf", "_flush_scheduled", "_done",
+                 "_tasks", "_conn", "_loop", "_wbuf", "_flush_scheduled", "_receiving", "_done",
                  "_finished", "_close_err", "_goodbye_timer")
 
     def __init__(
@@ -309,6 +309,7 @@ class PacketStream:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wbuf: list[bytes] = []
         self._flush_scheduled = False
+        self._receiving = False
         self._done: asyncio.Future[None] | None = None
         self._finished = False
         self._close_err: BaseException | None = None
@@ -361,8 +362,14 @@ class PacketStream:
         rid, data = self._machine.send_request(value)
         loop = self._loop or asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._calls[rid] = fut
-        self._send(data)
+        calls = self._calls
+        calls[rid] = fut
+        if len(calls) == 1 and not self._wbuf and self._conn is not None:
+            # Alone in flight: nothing to batch with, so skip the wait for the loop turn.
+            self._wbuf.append(data)
+            self._flush()
+        else:
+            self._send(data)
         if timeout is None:
             timeout = self.request_timeout
         timer = None if timeout is None else loop.call_later(timeout, self._expire, rid, timeout)
@@ -467,7 +474,7 @@ class PacketStream:
         buf.append(data)
         if len(buf) >= FLUSH_AFTER_FRAMES:
             self._flush()
-        elif not self._flush_scheduled and self._conn is not None:
+        elif not self._flush_scheduled and not self._receiving and self._conn is not None:
             # What is sent in this loop iteration leaves in one write.
             self._flush_scheduled = True
             self._loop.call_soon(self._scheduled_flush)  # type: ignore[union-attr]
@@ -616,12 +623,17 @@ class PacketStream:
         task.add_done_callback(self._tasks.discard)
 
     def _on_data(self, data: bytes) -> None:
+        # Answers made while this chunk is processed leave together at its end.
+        self._receiving = True
         try:
             self._machine.receive_data(data)
         except FramingError as exc:
             net_logger.debug("packet-stream protocol error: %s", exc)
+            self._receiving = False
             self._teardown(exc)
             return
+        finally:
+            self._receiving = False
         self._flush()
 
     def _on_conn_close(self) -> None:

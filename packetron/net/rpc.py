@@ -315,7 +315,8 @@ class FramingSocket:
         self._pending[rpc_id] = (fut, timer)
         buf = self._wbuf
         buf.append(frame)
-        if len(buf) >= FLUSH_AFTER_FRAMES:
+        if len(buf) >= FLUSH_AFTER_FRAMES or len(self._pending) == 1:
+            # (Alone in flight: nothing to batch with, so skip the wait for the loop turn.)
             self._flush()
         elif not self._flush_scheduled:
             # Requests made in one loop iteration leave in one write (see FLUSH_AFTER_FRAMES).

@@ -10,15 +10,51 @@ from packetron.http import bodies
 from packetron.http.cookies import build_set_cookie, parse_cookie_header
 
 
-def test_json_valid_and_invalid() -> None:
-    assert bodies.decode_json(b'{"a": [1, "\xc3\xa9"]}') == {"a": [1, "é"]}
-    assert bodies.decode_json(b"{nope") is None
-    assert bodies.decode_json(b"") is None
-    assert bodies.decode_json(b"\xff\xfe") is None
+CODECS = {"stdlib": (bodies._stdlib_encode_json, bodies._stdlib_decode_json)}
+if bodies._orjson_codec is not None:
+    CODECS["orjson"] = bodies._orjson_codec
 
 
-def test_json_encoding_is_compact_utf8() -> None:
-    assert bodies.encode_json({"a": "é", "b": [1, 2]}) == '{"a":"é","b":[1,2]}'.encode()
+@pytest.fixture(params=sorted(CODECS))
+def codec(request):
+    """Each JSON backend in turn: the standard library, and orjson when installed."""
+    return CODECS[request.param]
+
+
+def test_active_backend_is_reported() -> None:
+    assert bodies.JSON_BACKEND in CODECS
+    assert bodies.encode_json is CODECS[bodies.JSON_BACKEND][0]
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b'{"a": [1, "\xc3\xa9"]}', {"a": [1, "é"]}),
+    (b' {"a":1} ', {"a": 1}),
+    (b'"s"', "s"),
+    (b"5", 5),
+    (b"[1.5, true, null]", [1.5, True, None]),
+])
+def test_json_valid(codec, raw: bytes, expected) -> None:
+    assert codec[1](raw) == expected
+
+
+@pytest.mark.parametrize("raw", [b"{nope", b"", b"\xff\xfe", b'{"a":1}x', b"[1,2", b"1 2",
+                                 b'{"a":NaN}', b"[Infinity]", b"[" * 100_000])
+def test_json_invalid_is_none(codec, raw: bytes) -> None:
+    assert codec[1](raw) is None
+
+
+def test_json_encoding_is_compact_utf8(codec) -> None:
+    assert codec[0]({"a": "é", "b": [1, 2]}) == '{"a":"é","b":[1,2]}'.encode()
+    assert codec[0]("x\"y") == b'"x\\"y"'
+
+
+def test_json_encoding_accepts_what_the_stdlib_accepts(codec) -> None:
+    assert codec[0]({1: 2 ** 70}) == b'{"1":1180591620717411303424}'
+
+
+def test_json_encoding_refuses_non_json(codec) -> None:
+    with pytest.raises(TypeError):
+        codec[0]({"a": {1, 2}})
 
 
 def test_form_repeated_names_become_lists() -> None:

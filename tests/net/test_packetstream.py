@@ -712,3 +712,20 @@ def test_buffer_full_when_the_peer_stops_reading():
 def test_bad_options_are_refused(kwargs):
     with pytest.raises(ConfigError):
         PacketStream(**kwargs)
+
+
+def test_calls_made_before_attach_are_sent_on_attach():
+    async def main():
+        async with Served(request=echo_request) as srv:
+            ps = PacketStream()
+            ps.message("early")
+            pending = asyncio.ensure_future(ps.request("queued"))
+            await asyncio.sleep(0)  # the request is registered, nothing is connected yet
+            conn = await open_connection("127.0.0.1", srv.server.port)
+            task = ps.start(conn)
+            assert await pending == {"okay": True, "echo": "queued"}
+            await ps.close()
+            await task
+        assert srv.messages == ["early"]
+
+    run(main())
