@@ -103,6 +103,17 @@ def _make_orjson_codec() -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]
 _orjson_codec = _make_orjson_codec()
 JSON_BACKEND = "orjson" if _orjson_codec is not None else "stdlib"
 encode_json = _orjson_codec[0] if _orjson_codec is not None else _stdlib_encode_json
+# The hot path's encoder: no Python frame of its own. It raises TypeError for what only the
+# standard library takes (integers beyond 64 bits); callers then use encode_json.
+if _orjson_codec is not None:
+    import functools
+
+    import orjson
+
+    encode_json_fast: Callable[[Any], bytes] = functools.partial(
+        orjson.dumps, option=orjson.OPT_NON_STR_KEYS)
+else:
+    encode_json_fast = _stdlib_encode_json
 
 
 def _make_json_scanner() -> Callable[[str, int], tuple[Any, int]]:

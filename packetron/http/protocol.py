@@ -228,7 +228,7 @@ class HttpProtocol(asyncio.Protocol):
         headers = self._raw_headers
         size = self._header_size + len(name) + len(value) + 4
         self._header_size = size
-        if size > self._max_header_size or len(headers) >= self._max_header_count:
+        if size > self._max_header_size:
             raise HeadersTooLarge("Request Header Fields Too Large")
         headers.append((name, value))
         # Few headers matter before routing; compare lengths first to skip lower().
@@ -258,6 +258,9 @@ class HttpProtocol(asyncio.Protocol):
         self._head_started = 0.0
         if self._closing:
             return
+        # Counted once here rather than per header: the size cap already bounds memory.
+        if len(self._raw_headers) > self._max_header_count:
+            raise HeadersTooLarge("Request Header Fields Too Large")
         parser = self.parser
         keep_alive = parser.should_keep_alive()
         if keep_alive and self._host_count == 1 and not self._connection_header:
@@ -274,8 +277,9 @@ class HttpProtocol(asyncio.Protocol):
                 keep_alive = not parser.should_upgrade()
         method = parser.get_method()
         target = self._url
-        raw_path = target.partition(b"?")[0]
-        if raw_path[:1] == b"/" and b"%" not in raw_path:
+        query_at = target.find(63)  # "?"; int searches skip building a needle object
+        raw_path = target if query_at < 0 else target[:query_at]
+        if raw_path[:1] == b"/" and 37 not in raw_path:  # no "%": no decoding needed
             slots = self._lookup(raw_path.strip(b"/"))
         else:  # percent-escapes, absolute-form or asterisk-form: decode first
             slots = self.state.router.lookup(decode_target(target)[0].strip("/"))

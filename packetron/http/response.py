@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from packetron.errors import ResponseAlreadySent
 from packetron.http import wire
-from packetron.http.bodies import encode_json
+from packetron.http.bodies import encode_json, encode_json_fast
 from packetron.http.cookies import SameSite, build_set_cookie
 from packetron.status import reason_phrase
 
@@ -130,8 +130,16 @@ class Response:
         protocol.response_finished(request)
 
     def send_json(self, obj: Any, status: int = 200) -> None:
-        """Send `obj` as compact UTF-8 JSON."""
-        self._send(status, CT_JSON, encode_json(obj))
+        """Send `obj` as compact UTF-8 JSON.
+
+        Raises:
+            TypeError: `obj` holds something JSON cannot represent.
+        """
+        try:
+            body = encode_json_fast(obj)
+        except TypeError:
+            body = encode_json(obj)
+        self._send(status, CT_JSON, body)
 
     def send_html(self, text: str, status: int = 200) -> None:
         self._send(status, CT_HTML, text.encode("utf-8"))
