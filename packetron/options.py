@@ -53,6 +53,13 @@ class ServerOptions:
     global_data_url: str | None = None
     global_data_path: str | None = None
     reuse_port: bool = False
+    # Connection screening and TLS, through the same listener code as the broker layer.
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    max_connections: int | None = None
+    max_connections_per_ip: int | None = None
+    connection_rate: float | None = None  # new connections per source per second
+    tls: Any = None  # an ssl.SSLContext, or {"cert": path, "key": path}
     # Best effort, never fatal: allow the bound port in ufw, firewalld or iptables.
     open_firewall: bool = False
 
@@ -67,6 +74,11 @@ class ServerOptions:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        for name in ("allow", "deny"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        if self.tls is not None and not isinstance(self.tls, dict) and not hasattr(self.tls, "wrap_socket"):
+            raise ConfigError("tls must be an ssl.SSLContext or {'cert': path, 'key': path}")
         if isinstance(self.trusted_proxies, str):
             object.__setattr__(self, "trusted_proxies", (self.trusted_proxies,))
         else:

@@ -11,7 +11,7 @@ from packetron.flags import RequestMethod, ServerFlags
 from packetron.http.plugins import Plugin, PluginManager
 from packetron.http.route import Route
 from packetron.http.router import Router
-from packetron.http.runtime import ServingLoop, new_event_loop
+from packetron.http.runtime import ServingLoop, build_screen, build_tls, new_event_loop
 from packetron.http.state import ServerState
 from packetron.log import server_logger, silence_internal_logs
 from packetron.net.listener import bind_tcp_socket
@@ -41,6 +41,9 @@ class Packetron:
                  flags: int = 0, plugins: Iterable[Plugin] = (), **options: Any) -> None:
         # `config`, not `options`: server.options(...) is the OPTIONS-route shorthand.
         self.config = ServerOptions.from_kwargs(options)
+        build_screen(self.config)  # a bad network or cap fails here, not in a worker
+        if isinstance(self.config.tls, dict):
+            build_tls(self.config)  # likewise a missing certificate
         self.flags = ServerFlags(flags)
         self.host = host
         self.requested_port = port
@@ -212,7 +215,8 @@ class Packetron:
             host = "[::1]"
         elif ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.config.tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def is_running(self) -> bool:

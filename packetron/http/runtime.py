@@ -15,6 +15,9 @@ from packetron.http.protocol import HttpProtocol
 from packetron.http.state import ServerState
 from packetron.log import server_logger
 from packetron.net.listener import start_tcp_listener
+from packetron.net.screening import Screen
+from packetron.net.tls import server_context
+from packetron.options import ServerOptions
 
 __all__ = ["ServingLoop", "new_event_loop", "TICK_SECONDS"]
 
@@ -26,6 +29,31 @@ _SHUTDOWN_POLL_SECONDS = 0.02
 # request yet (clients send it right behind the handshake, so it is there within a round
 # trip), and closing it as idle would drop a request the client already sent.
 FIRST_REQUEST_GRACE_SECONDS = 0.1
+
+
+def build_screen(options: ServerOptions) -> Screen | None:
+    """The connection screen the options ask for, or None (no screening, no cost).
+
+    Raises:
+        ConfigError: a bad network, cap or rate.
+    """
+    screen = Screen(allow=options.allow, deny=options.deny,
+                    max_connections=options.max_connections,
+                    max_connections_per_ip=options.max_connections_per_ip,
+                    rate=options.connection_rate, rate_window="fixed")
+    return None if screen.is_noop else screen
+
+
+def build_tls(options: ServerOptions) -> ssl_module.SSLContext | None:
+    """The server TLS context of the `tls` option, or None for plain HTTP.
+
+    Raises:
+        ConfigError: the certificate or key cannot be loaded.
+    """
+    tls = options.tls
+    if tls is None or isinstance(tls, ssl_module.SSLContext):
+        return tls
+    return server_context(tls["cert"], tls.get("key"), password=tls.get("password"))
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -61,7 +89,8 @@ class ServingLoop:
         state = self.state
         state.now = loop.time()
         server = await start_tcp_listener(lambda: HttpProtocol(state, loop), self.sock,
-                                          ssl=self.ssl)
+                                          ssl=self.ssl or build_tls(state.options),
+                                          screen=build_screen(state.options))
         tick_handle: list[asyncio.TimerHandle] = []
 
         def tick() -> None:
