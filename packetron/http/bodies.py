@@ -42,7 +42,7 @@ def _make_json_encoder() -> Callable[[Any], bytes]:
     """
     from json import encoder as stdlib_encoder
 
-    make = stdlib_encoder.c_make_encoder
+    make = getattr(stdlib_encoder, "c_make_encoder", None)
     if make is None:  # a Python without the C accelerator
         slow = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False,
                                 check_circular=False).encode
@@ -121,7 +121,7 @@ def _make_json_scanner() -> Callable[[str, int], tuple[Any, int]]:
     # directly and checking the ends ourselves saves about a third of a small decode.
     from json import scanner
 
-    return scanner.make_scanner(_STRICT_DECODER)  # type: ignore[no-any-return]
+    return scanner.make_scanner(_STRICT_DECODER)  # type: ignore[no-any-return, arg-type]
 
 
 _scan_json = _make_json_scanner()

@@ -288,7 +288,7 @@ class HttpProtocol(asyncio.Protocol):
         length = self._content_length
         method_name = METHOD_NAMES.get(method) or method.decode("ascii")
         plain = route is not None and route.plain and not self._expect
-        if plain:
+        if plain and route is not None:
             # The common case: a known route with nothing to decide per request.
             cap = route.buffered_cap
             if cap is not None and length is not None and length > cap:
