@@ -45,6 +45,7 @@ _PAUSE_LINGER_OFF = 0
 SENDFILE_COPY_CHUNK = 256 * 1024
 # Lengths of the header names _watch_header looks at (Host is handled inline).
 _WATCHED_LENGTHS = frozenset({len(b"content-length"), len(b"content-type"),
+                              len(b"transfer-encoding"),
                               len(b"connection"), len(b"expect")})
 METHOD_NAMES = {name: name.decode("ascii") for name in METHOD_INDEX}
 _HEAD = int(RequestMethod.HEAD)
@@ -64,7 +65,7 @@ class HttpProtocol(asyncio.Protocol):
         "_max_pipelined", "_lookup", "_globals",
         # the request head being parsed
         "_url", "_raw_headers", "_header_size", "_host_count", "_special", "_content_length",
-        "_content_type", "_connection_header", "_expect", "_head_started", "_head_bytes",
+        "_content_type", "_connection_header", "_chunked", "_expect", "_head_started", "_head_bytes",
         # requests: being parsed, being answered, waiting their turn
         "_current", "_active", "_queue",
         # connection state
@@ -96,6 +97,7 @@ class HttpProtocol(asyncio.Protocol):
         self._content_length: int | None = None
         self._content_type: bytes | None = None
         self._connection_header = False
+        self._chunked = False
         self._expect = False
         self._head_started = 0.0  # loop time the current head began; 0.0: not in a head
         self._head_bytes = 0      # bytes fed while in the head; -1: it began in this chunk
@@ -209,7 +211,8 @@ class HttpProtocol(asyncio.Protocol):
                 raise UriTooLong("URI Too Long")
             self._url = url
             return
-        self._head_started = self._last_data = self.state.now or 1e-9
+        # loop.time() is never 0, so a set _head_started always reads as true.
+        self._head_started = self._last_data = self.state.now
         self._head_bytes = -1
         if len(url) > self._max_url:
             raise UriTooLong("URI Too Long")
@@ -222,6 +225,7 @@ class HttpProtocol(asyncio.Protocol):
             self._content_length = None
             self._content_type = None
             self._connection_header = False
+            self._chunked = False
             self._expect = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -246,6 +250,8 @@ class HttpProtocol(asyncio.Protocol):
             self._content_type = value
         elif name == b"connection":
             self._connection_header = True
+        elif name == b"transfer-encoding":
+            self._chunked = True
         elif name == b"expect":
             if value.lower() != b"100-continue":
                 raise HttpError("Expectation Failed", status_code=417)
@@ -312,7 +318,22 @@ class HttpProtocol(asyncio.Protocol):
             if plain and route.plain_sync and not self._globals.plugins:  # type: ignore[union-attr]
                 # What _start would decide for a plain synchronous route, without the call.
                 self._active = request
-                request.stage = STAGE_AWAITING_BODY
+                if (length is None or length == 0) and not self._chunked:
+                    # No body follows: the request is complete, answer it right here
+                    # (on_message_complete then finds no current request).
+                    self._current = None
+                    request.body_complete = True
+                    request.stage = STAGE_HANDLED
+                    response = request.response
+                    try:
+                        result = route.handler(request, response)  # type: ignore[union-attr]
+                    except Exception as exc:
+                        self._handler_failed(request, exc)
+                        return
+                    if not response.sent and not response.pending:
+                        self._after_sync_handler(request, result)
+                else:
+                    request.stage = STAGE_AWAITING_BODY
             else:
                 self._start(request)
         else:
@@ -351,15 +372,7 @@ class HttpProtocol(asyncio.Protocol):
             request._wake()
         if request.stage == STAGE_AWAITING_BODY:
             request.stage = STAGE_HANDLED
-            # _call_sync, inlined for the common case.
-            response = request.response
-            try:
-                result = request.route.handler(request, response)  # type: ignore[union-attr]
-            except Exception as exc:
-                self._handler_failed(request, exc)
-                return
-            if not response.sent and not response.pending:
-                self._after_sync_handler(request, result)
+            self._call_sync(request)
 
     # ------------------------------------------------------------ routing
 

@@ -29,7 +29,7 @@ class ServerState:
         self.options = options
         self.trusted_proxies = options.trusted_proxies
         self.date_header = wire.format_date_header(time.time())
-        self.now = 0.0
+        self.now = 1.0  # loop time; never 0, which the protocol reads as "not in a head"
         self.connections: set[HttpProtocol] = set()
         self.stopping = False
 
