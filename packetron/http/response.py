@@ -37,7 +37,8 @@ class Response:
 
     # As in Request: the fields every response writes are slots, the rest class-level
     # defaults that only unusual responses override (in a lazily created __dict__).
-    __slots__ = ("_protocol", "_request", "sent", "finished", "status", "__dict__")
+    __slots__ = ("_protocol", "_request", "sent", "finished", "status", "__dict__",
+                 "__weakref__")
 
     _headers: list[tuple[str, str]] | None = None
     _has_content_type = False

@@ -480,3 +480,29 @@ def test_access_log_when_enabled(make_server, caplog) -> None:
         session.get(server.url + "/nothing-here")
     lines = [r.getMessage() for r in caplog.records if r.name == "packetron.access"]
     assert lines[0] == '127.0.0.1 "GET /logged?x=1 HTTP/1.1" 202'
+
+
+def test_answered_requests_are_freed_without_the_cyclic_gc(make_server) -> None:
+    """Request and Response point at each other until the answer is written; the link is
+    cut then, so reference counting frees both at once (no GC pauses under load)."""
+    import gc
+    import weakref
+
+    refs = []
+    server = make_server()
+
+    @server.get("track")
+    def track(request, response):
+        refs.append((weakref.ref(request), weakref.ref(response)))
+        response.send_ok()
+
+    server.start()
+    gc.disable()
+    try:
+        with requests.Session() as session:
+            for _ in range(3):
+                assert session.get(server.url + "/track").text == "OK"
+        assert len(refs) == 3
+        assert [(r(), s()) for r, s in refs[:2]] == [(None, None), (None, None)]
+    finally:
+        gc.enable()
