@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable, Literal, TypeVar
 
 from packetron.errors import ConfigError, FramingError, FrameTooLarge
 
@@ -37,6 +37,7 @@ DEFAULT_MAX_FRAME_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_LINE_SIZE = 64 * 1024
 
 ByteOrder = Literal["big", "little"]
+_T = TypeVar("_T")
 Buffer = bytes | bytearray | memoryview
 
 # struct codes for the header sizes the contract allows.
@@ -64,6 +65,37 @@ def _as_payload(msg: str | Buffer) -> bytes:
     if isinstance(msg, (bytearray, memoryview)):
         return bytes(msg)
     raise TypeError(f"a frame payload must be bytes-like or str, not {type(msg).__name__}")
+
+
+def feed_whole_frames(buf: bytearray, need: int, data: Buffer,
+                      parse: Callable[[bytes | memoryview], tuple[list[_T], int]]) -> list[_T]:
+    """The buffering half of a length-prefixed decoder's feed().
+
+    Args:
+        buf: bytes kept from earlier calls (an incomplete frame); updated in place.
+        need: how many bytes `buf` must hold before another frame can complete, so a
+            large frame arriving in many small pieces is not re-parsed on every call.
+        data: the next bytes.
+        parse: reads whole frames from the start of a buffer and returns them with the
+            offset just past the last one.
+
+    Returns:
+        The frames completed by `data`; the rest stays in `buf`.
+    """
+    if buf:
+        buf += data
+        if len(buf) < need:
+            return []
+        with memoryview(buf) as view:
+            frames, pos = parse(view)
+        del buf[:pos]
+        return frames
+    # Fast path: nothing buffered, parse the caller's bytes without copying them.
+    src = data if isinstance(data, bytes) else memoryview(data)
+    frames, pos = parse(src)
+    if pos < len(src):
+        buf += src[pos:]
+    return frames
 
 
 class LengthPrefixedFramer:
@@ -141,21 +173,7 @@ class LengthPrefixedFramer:
         """
         if self._error is not None:
             raise type(self._error)(str(self._error))
-        buf = self._buf
-        if buf:
-            buf += data
-            if len(buf) < self._need:
-                return []
-            with memoryview(buf) as view:
-                frames, pos = self._parse(view)
-            del buf[:pos]
-        else:
-            # Fast path: nothing buffered, parse the caller's bytes without copying them.
-            src = data if isinstance(data, bytes) else memoryview(data)
-            frames, pos = self._parse(src)
-            if pos < len(src):
-                buf += src[pos:]
-        return frames
+        return feed_whole_frames(self._buf, self._need, data, self._parse)
 
     def _parse(self, src: bytes | memoryview) -> tuple[list[bytes], int]:
         frames: list[bytes] = []

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from packetron.errors import ConfigError, FramingError, FrameTooLarge
+from packetron.net.framing import feed_whole_frames
 
 __all__ = [
     "Packet",
@@ -431,21 +432,9 @@ class PacketDecoder:
             raise type(self._error)(str(self._error))
         if self.ended:
             return []
-        buf = self._buf
-        if buf:
-            buf += data
-            if len(buf) < self._need:
-                return []
-            with memoryview(buf) as view:
-                out, pos = self._parse(view)
-            del buf[:pos]
-        else:
-            src = data if isinstance(data, bytes) else memoryview(data)
-            out, pos = self._parse(src)
-            if pos < len(src) and not self.ended:
-                buf += src[pos:]
+        out = feed_whole_frames(self._buf, self._need, data, self._parse)
         if self.ended:
-            buf.clear()
+            self._buf.clear()  # nothing after GOODBYE is ever read
         return out
 
     def _parse(self, src: bytes | memoryview) -> tuple[list[Packet | _Goodbye], int]:
