@@ -293,6 +293,10 @@ class Packetron:
 
             run_in_foreground(self)  # start(), wait for SIGINT/SIGTERM, stop()
             return
+        if self.flags & ServerFlags.RAISE_PROCESS_PRIORITY:
+            from packetron.supervisor import raise_process_priority  # OS integration
+
+            raise_process_priority()  # best effort: this process is the only server
         sock = self._bind()
         serving = ServingLoop(self._state(), sock)
         loop = new_event_loop()
