@@ -93,6 +93,9 @@ class _Version:
 class _Entry:
     """One claimed (protocol, port) and the file serving it."""
 
+    __slots__ = ("current", "entry", "filename", "fingerprint", "generation", "owners", "path",
+                 "policy", "screen", "server", "transport", "versions")
+
     def __init__(self, filename: str, path: str, entry: EntryName, policy: HandlerPolicy) -> None:
         self.filename = filename
         self.path = path
@@ -106,6 +109,29 @@ class _Entry:
         self.owners: dict[Connection, _Version] = {}  # live connection → its version
         self.transport: asyncio.DatagramTransport | None = None
         self.screen: Screen | None = None
+
+    # The TcpServer calls these two per connection: methods of the entry itself, so no
+    # lambda stands in between.
+
+    def dispatch(self, conn: Connection) -> Any:
+        """Hand a new connection to the current version (TcpServer's on_connection)."""
+        version = self.current
+        if version is None:
+            conn.close()
+            return None
+        # Which version serves the connection, for as long as it lives: a reload sends
+        # new connections elsewhere, and the old version closes once its count is 0.
+        version.active += 1
+        self.owners[conn] = version
+        return version.fn(conn, version.ctx)
+
+    def connection_closed(self, conn: Connection) -> None:
+        """A connection ended: its version's count goes down (TcpServer's close hook)."""
+        version = self.owners.pop(conn, None)
+        if version is not None:
+            version.active -= 1
+            if version is not self.current:
+                version.check_idle()
 
 
 class Broker:
@@ -500,8 +526,8 @@ class Broker:
                 rate=p.rate,
                 idle_timeout=p.idle_timeout,
             )
-            server.on_connection(lambda conn: self._dispatch(entry, conn))
-            server._on_closed = lambda conn: self._connection_closed(entry, conn)
+            server.on_connection(entry.dispatch)
+            server._on_closed = entry.connection_closed
             server.on_error(lambda exc, conn: self._handler_failed(entry, exc, conn))
             await server.listen()
             entry.server = server
@@ -521,24 +547,6 @@ class Broker:
             sock.close()
             raise
         entry.transport = transport  # type: ignore[assignment]
-
-    def _dispatch(self, entry: _Entry, conn: Connection) -> Any:
-        version = entry.current
-        if version is None:
-            conn.close()
-            return None
-        # Which version serves the connection, for as long as it lives: a reload sends
-        # new connections elsewhere, and the old version closes once its count is 0.
-        version.active += 1
-        entry.owners[conn] = version
-        return version.fn(conn, version.ctx)
-
-    def _connection_closed(self, entry: _Entry, conn: Connection) -> None:
-        version = entry.owners.pop(conn, None)
-        if version is not None:
-            version.active -= 1
-            if version is not entry.current:
-                version.check_idle()
 
     def _handler_failed(self, entry: _Entry, exc: BaseException, conn: Connection | None) -> None:
         log = entry.current.ctx.log if entry.current is not None else _log

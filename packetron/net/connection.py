@@ -63,6 +63,32 @@ _CLOSED: ConnectionState = "closed"
 
 
 _ids = itertools.count(1)
+_new_object = object.__new__
+_get_running_loop = asyncio.get_running_loop
+
+
+def _check_options(
+    warn_buffer_bytes: int, max_buffer_bytes: int | None, idle_timeout: float | None
+) -> None:
+    """Validate Connection's options (see there).
+
+    Raises:
+        ConfigError: a buffer size is not positive, max is below warn, or the idle
+            timeout is not positive.
+    """
+    if not isinstance(warn_buffer_bytes, int) or warn_buffer_bytes <= 0:
+        raise ConfigError(
+            f"warn_buffer_bytes must be a positive int, got {warn_buffer_bytes!r}"
+        )
+    if max_buffer_bytes is not None and (
+        not isinstance(max_buffer_bytes, int) or max_buffer_bytes < warn_buffer_bytes
+    ):
+        raise ConfigError(
+            f"max_buffer_bytes must be None or an int >= warn_buffer_bytes "
+            f"({warn_buffer_bytes}), got {max_buffer_bytes!r}"
+        )
+    if idle_timeout is not None and not idle_timeout > 0:
+        raise ConfigError(f"idle_timeout must be None or > 0 seconds, got {idle_timeout!r}")
 
 
 class Connection(StreamReading, asyncio.Protocol):
@@ -97,8 +123,7 @@ class Connection(StreamReading, asyncio.Protocol):
         "_transport",
         "_loop",
         "_state",
-        "_remote",
-        "_is_tls",
+        "_peer",
         "_rbuf",
         "_eof",
         "_waiter",
@@ -126,28 +151,53 @@ class Connection(StreamReading, asyncio.Protocol):
         idle_timeout: float | None = None,
         on_open: Callable[[Connection], None] | None = None,
     ) -> None:
-        if not isinstance(warn_buffer_bytes, int) or warn_buffer_bytes <= 0:
-            raise ConfigError(
-                f"warn_buffer_bytes must be a positive int, got {warn_buffer_bytes!r}"
-            )
-        if max_buffer_bytes is not None and (
-            not isinstance(max_buffer_bytes, int) or max_buffer_bytes < warn_buffer_bytes
+        # The usual values pass this one test; anything else gets the full check (which
+        # also accepts int subclasses).
+        if not (
+            type(warn_buffer_bytes) is int
+            and warn_buffer_bytes > 0
+            and (max_buffer_bytes is None or (type(max_buffer_bytes) is int
+                                             and max_buffer_bytes >= warn_buffer_bytes))
+            and idle_timeout is None
         ):
-            raise ConfigError(
-                f"max_buffer_bytes must be None or an int >= warn_buffer_bytes "
-                f"({warn_buffer_bytes}), got {max_buffer_bytes!r}"
-            )
-        if idle_timeout is not None and not idle_timeout > 0:
-            raise ConfigError(f"idle_timeout must be None or > 0 seconds, got {idle_timeout!r}")
+            _check_options(warn_buffer_bytes, max_buffer_bytes, idle_timeout)
+        self._setup(warn_buffer_bytes, max_buffer_bytes, idle_timeout, on_open)
+
+    @classmethod
+    def _unchecked(
+        cls,
+        warn_buffer_bytes: int,
+        max_buffer_bytes: int | None,
+        idle_timeout: float | None,
+        on_open: Callable[[Connection], None] | None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Connection:
+        """A Connection from options validated earlier (servers check them once).
+
+        Positional and without the checks: a call with keywords costs more than the rest
+        of the construction, and servers make one Connection per accepted socket. A
+        server also passes the loop it listens in, which connection_made would look up.
+        """
+        self = _new_object(cls)
+        self._setup(warn_buffer_bytes, max_buffer_bytes, idle_timeout, on_open, loop)
+        return self
+
+    def _setup(
+        self,
+        warn_buffer_bytes: int,
+        max_buffer_bytes: int | None,
+        idle_timeout: float | None,
+        on_open: Callable[[Connection], None] | None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.id: int = next(_ids)
         self.warn_buffer_bytes = warn_buffer_bytes
         self.max_buffer_bytes = max_buffer_bytes
         self.idle_timeout = idle_timeout
         self._transport: asyncio.Transport | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = loop
         self._state: ConnectionState = _OPEN
-        self._remote: tuple[str, int] = ("", 0)
-        self._is_tls = False
+        self._peer: Any = None  # the transport's "peername", as it gave it
         self._rbuf = bytearray()
         self._eof = False
         self._waiter: asyncio.Future[None] | None = None
@@ -179,8 +229,12 @@ class Connection(StreamReading, asyncio.Protocol):
 
     @property
     def remote_address(self) -> tuple[str, int]:
-        """The peer's (host, port); IPv6 hosts without brackets."""
-        return self._remote
+        """The peer's (host, port); IPv6 hosts without brackets; ("", 0) if unknown."""
+        # Built on request: the accept path only stores what the transport reported.
+        peer = self._peer
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            return (str(peer[0]), int(peer[1]))
+        return ("", 0)
 
     @property
     def buffered_amount(self) -> int:
@@ -201,8 +255,12 @@ class Connection(StreamReading, asyncio.Protocol):
             return default
         return self._transport.get_extra_info(name, default)
 
+    def _is_tls(self) -> bool:
+        # Asked only when it matters (half-close): most connections never need to know.
+        return self.get_extra_info("sslcontext") is not None
+
     def __repr__(self) -> str:
-        host, port = self._remote
+        host, port = self.remote_address
         return f"<Connection id={self.id} {host}:{port} {self._state}>"
 
     # ------------------------------------------------------------ asyncio.Protocol
@@ -210,14 +268,15 @@ class Connection(StreamReading, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not isinstance-checked: uvloop's transports do not derive from asyncio's.
         self._transport = transport  # type: ignore[assignment]
-        self._loop = loop = asyncio.get_running_loop()
-        # The transport calls pause_writing()/resume_writing() at these marks.
-        transport.set_write_buffer_limits(
-            high=self.warn_buffer_bytes, low=self.warn_buffer_bytes // 4
-        )
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            self._remote = (str(peer[0]), int(peer[1]))
+        loop = self._loop
+        if loop is None:
+            self._loop = loop = _get_running_loop()
+        # The transport calls pause_writing()/resume_writing() at these marks (high,
+        # low; positional, which uvloop's transports take faster than keywords).
+        warn = self.warn_buffer_bytes
+        transport.set_write_buffer_limits(warn, warn // 4)  # type: ignore[attr-defined]
+        # Read now: a TLS transport forgets it once closed.
+        self._peer = transport.get_extra_info("peername")
         if self.idle_timeout is not None:
             self._last_activity = loop.time()
             self._idle_handle = loop.call_at(
@@ -258,7 +317,6 @@ class Connection(StreamReading, asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._eof = True
-        self._is_tls = self.get_extra_info("sslcontext") is not None
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -268,7 +326,7 @@ class Connection(StreamReading, asyncio.Protocol):
         # answer; it closes when done. Callback style has nobody to finish, so close now.
         # TLS cannot half-close, and asyncio warns if we ask it to. Once both sides have
         # sent EOF there is nothing left to keep open.
-        return self._mode != MODE_MESSAGE and not self._is_tls and not self._wrote_eof
+        return self._mode != MODE_MESSAGE and not self._wrote_eof and not self._is_tls()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -293,12 +351,21 @@ class Connection(StreamReading, asyncio.Protocol):
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
-        self._wake_drainers(ConnectionClosed("connection closed while draining"))
+        if self._drain_waiters:
+            self._wake_drainers(ConnectionClosed("connection closed while draining"))
         if exc is not None:
             self._emit("error", exc)
         if self._close_hook is not None:
             self._close_hook(self)
-        self._emit("close")
+        listeners = self._listeners
+        if listeners is not None:
+            self._emit("close")
+            # "close" fires once, and no chunk comes after it: these listeners are done.
+            listeners.pop("close", None)
+        # Dropping the "message" listeners too breaks the usual reference cycle
+        # (conn -> its list -> conn.write -> conn), so the connection is freed at once
+        # rather than by the garbage collector.
+        self._message_fns = None
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
 
@@ -460,7 +527,7 @@ class Connection(StreamReading, asyncio.Protocol):
         if self._wrote_eof:
             return
         self._wrote_eof = True
-        if self._is_tls or not t.can_write_eof():
+        if self._is_tls() or not t.can_write_eof():
             self.close()
         elif self._eof:
             self.close()  # the peer is done too: a full close

@@ -10,7 +10,7 @@ import asyncio
 import errno
 import socket
 import ssl as ssl_module
-import time
+from time import monotonic
 from typing import Any, Callable
 
 from packetron.errors import ConfigError
@@ -18,7 +18,8 @@ from packetron.log import net_logger
 from packetron.net.screening import ConnectionScreen, Verdict
 
 __all__ = ["bind_tcp_socket", "bind_udp_socket", "start_tcp_listener", "start_udp_listener",
-           "DEFAULT_BACKLOG", "MAX_PORT_ATTEMPTS", "TLS_HANDSHAKE_TIMEOUT"]
+           "tcp_protocol_factory", "report_refused", "DEFAULT_BACKLOG", "MAX_PORT_ATTEMPTS",
+           "TLS_HANDSHAKE_TIMEOUT"]
 
 # Same as the somaxconn default of recent Linux kernels; the kernel caps it anyway.
 DEFAULT_BACKLOG = 4096
@@ -26,6 +27,8 @@ DEFAULT_BACKLOG = 4096
 MAX_PORT_ATTEMPTS = 100
 # Seconds a screened connection gets to finish its TLS handshake (asyncio's own default).
 TLS_HANDSHAKE_TIMEOUT = 60.0
+
+_ACCEPTED = Verdict.ACCEPTED
 
 
 def _family_for(host: str) -> socket.AddressFamily:
@@ -132,12 +135,31 @@ async def start_tcp_listener(
     loop = asyncio.get_running_loop()
     if screen is None:
         return await loop.create_server(protocol_factory, sock=sock, ssl=ssl, backlog=backlog)
+    # TLS is started by the screening protocol itself, after the verdict.
+    factory = tcp_protocol_factory(protocol_factory, ssl=ssl, screen=screen, on_reject=on_reject)
+    return await loop.create_server(factory, sock=sock, backlog=backlog)
+
+
+def tcp_protocol_factory(
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    *,
+    ssl: ssl_module.SSLContext | None = None,
+    screen: ConnectionScreen | None = None,
+    on_reject: Callable[[str, Verdict], None] | None = None,
+) -> Callable[[], asyncio.BaseProtocol]:
+    """The factory start_tcp_listener() gives the loop for a screened listener.
+
+    Without a screen that is `protocol_factory` itself (TLS is then the loop's job).
+    Exposed so the per-connection path can be measured without sockets
+    (bench/connection_cost.py).
+    """
+    if screen is None:
+        return protocol_factory
 
     def screened() -> asyncio.Protocol:
         return _ScreeningProtocol(protocol_factory, screen, ssl, on_reject)
 
-    # TLS is started by the screening protocol itself, after the verdict.
-    return await loop.create_server(screened, sock=sock, backlog=backlog)
+    return screened
 
 
 async def start_udp_listener(
@@ -150,6 +172,22 @@ async def start_udp_listener(
     """
     loop = asyncio.get_running_loop()
     return await loop.create_datagram_endpoint(protocol_factory, sock=sock)
+
+
+def report_refused(
+    host: str, verdict: Verdict, on_reject: Callable[[str, Verdict], None] | None
+) -> None:
+    """Log a peer the screen refused and tell `on_reject`, whose errors are only logged.
+
+    For whoever screens an accepted socket (the screening protocol here, TcpServer for
+    plain TCP) once its transport has been aborted.
+    """
+    net_logger.debug("refused %s: %s", host, verdict)
+    if on_reject is not None:
+        try:
+            on_reject(host, verdict)
+        except Exception:
+            net_logger.exception("on_reject hook failed")
 
 
 class _ScreeningProtocol(asyncio.Protocol):
@@ -184,15 +222,10 @@ class _ScreeningProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
         host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
-        verdict = self._screen.admit(host, time.monotonic())
-        if not verdict.accepted:
+        verdict = self._screen.admit(host, monotonic())
+        if verdict is not _ACCEPTED:
             transport.abort()
-            net_logger.debug("refused %s: %s", host, verdict)
-            if self._on_reject is not None:
-                try:
-                    self._on_reject(host, verdict)
-                except Exception:
-                    net_logger.exception("on_reject hook failed")
+            report_refused(host, verdict, self._on_reject)
             return
         self._host = host
         self._admitted = True

@@ -64,6 +64,11 @@ class Verdict(StrEnum):
         return self is Verdict.ACCEPTED
 
 
+# Compared by identity on the accept path (a module global is found faster than the
+# enum's class attribute).
+_ACCEPTED = Verdict.ACCEPTED
+
+
 def parse_address(host: str) -> Address | None:
     """The peer's address, IPv4-mapped IPv6 turned into plain IPv4.
 
@@ -325,29 +330,36 @@ class Screen:
 
     def admit(self, host: str, now: float) -> Verdict:
         """Screen a new connection from host; count it when accepted."""
-        verdict, key = self._screen_source(host, now)
-        if verdict is not Verdict.ACCEPTED:
+        # _screen_source() written out: this runs once per accepted socket.
+        hit = self._memo.get(host)
+        verdict, key = hit if hit is not None else self._address(host)
+        if verdict is not _ACCEPTED:
             return verdict
+        if self._rate is not None and not self._rate.hit(key, now):
+            return Verdict.RATE_LIMITED
         if self.max_connections is not None and self._live >= self.max_connections:
             return Verdict.MAX_CONNECTIONS
-        held = self._per_ip.get(key, 0)
+        per_ip = self._per_ip
+        held = per_ip.get(key, 0)
         if self.max_connections_per_ip is not None and held >= self.max_connections_per_ip:
             return Verdict.MAX_CONNECTIONS_PER_IP
         self._live += 1
-        self._per_ip[key] = held + 1
-        return Verdict.ACCEPTED
+        per_ip[key] = held + 1
+        return _ACCEPTED
 
     def release(self, host: str) -> None:
         """An admitted connection from host has ended."""
-        key = self._address(host)[1]
-        held = self._per_ip.get(key, 0)
+        hit = self._memo.get(host)
+        key = (hit if hit is not None else self._address(host))[1]
+        per_ip = self._per_ip
+        held = per_ip.get(key, 0)
         if held <= 0:
             return
         self._live -= 1
         if held == 1:
-            del self._per_ip[key]
+            del per_ip[key]
         else:
-            self._per_ip[key] = held - 1
+            per_ip[key] = held - 1
 
 
 def _check_cap(value: int | None, name: str) -> int | None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import ssl as ssl_module
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
+from time import monotonic
 from typing import Any
 
 from packetron.errors import ConfigError
@@ -14,8 +16,20 @@ from packetron.net.connection import (
     DEFAULT_WARN_BUFFER_BYTES,
     Connection,
 )
-from packetron.net.listener import DEFAULT_BACKLOG, bind_tcp_socket, start_tcp_listener
+from packetron.net.listener import (
+    DEFAULT_BACKLOG,
+    bind_tcp_socket,
+    report_refused,
+    start_tcp_listener,
+)
 from packetron.net.screening import Screen, Verdict
+
+_ACCEPTED = Verdict.ACCEPTED
+# Whether instances of a type are awaitable, for what sync callbacks return: one dict
+# lookup instead of an ABC check per connection (`lambda conn: conn.on(...)` returns a
+# method every time). Cleared when full, so made-up classes cannot grow it for ever.
+_awaitable_types: dict[type, bool] = {}
+_AWAITABLE_TYPES_MEMO_SIZE = 256
 
 __all__ = ["TcpServer", "DEFAULT_CLOSE_TIMEOUT"]
 
@@ -103,6 +117,15 @@ class TcpServer:
         self._on_closed: Callable[[Connection], Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        # Plain TCP is screened by the Connection's own open hook (below) rather than by
+        # a screening protocol in front of it: one object and one call per event fewer,
+        # and the peer address is read once. With TLS the listener screens, so that a
+        # refused peer costs no handshake.
+        self._own_screen: Screen | None = None
+        # Bound once: a bound method made per connection is one more allocation.
+        self._opened_hook = self._opened
+        self._report_hook = self._report
+        self._forget_hook = self._forget
 
     # ------------------------------------------------------------ configuration
 
@@ -159,15 +182,20 @@ class TcpServer:
         sock = bind_tcp_socket(
             self.host, self._requested_port, reuse_port=self._reuse_port, backlog=self._backlog
         )
+        screen = None if self._screen.is_noop else self._screen
+        self._own_screen = screen if self._ssl is None else None
         try:
             self._port = sock.getsockname()[1]
             self._closing = False
             self._server = await start_tcp_listener(
-                self._make_connection,
+                # One Connection per accepted socket, its options validated in __init__
+                # (a partial: no Python frame of its own).
+                partial(Connection._unchecked, self._warn, self._max, self._idle_timeout,
+                        self._opened_hook, asyncio.get_running_loop()),
                 sock,
                 ssl=self._ssl,
                 backlog=self._backlog,
-                screen=None if self._screen.is_noop else self._screen,
+                screen=screen if self._ssl is not None else None,
                 on_reject=self._rejected,
             )
         except BaseException:
@@ -250,22 +278,25 @@ class TcpServer:
 
     # ------------------------------------------------------------ per connection
 
-    def _make_connection(self) -> Connection:
-        return Connection(
-            warn_buffer_bytes=self._warn,
-            max_buffer_bytes=self._max,
-            idle_timeout=self._idle_timeout,
-            on_open=self._opened,
-        )
-
     def _opened(self, conn: Connection) -> None:
         if self._closing:
-            # A TLS handshake that finished after close() started.
+            # A TLS handshake that finished after close() started, or a socket accepted
+            # in the same loop iteration as close().
             conn.abort()
             return
+        screen = self._own_screen
+        if screen is not None:
+            peer = conn._peer  # what remote_address is made of; as the listener reads it
+            host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+            verdict = screen.admit(host, monotonic())
+            if verdict is not _ACCEPTED:
+                # Before any byte is read: reading starts after connection_made.
+                conn.abort()
+                report_refused(host, verdict, self._rejected)
+                return
         self._live.add(conn)
-        conn._error_hook = self._report
-        conn._close_hook = self._forget
+        conn._error_hook = self._report_hook
+        conn._close_hook = self._forget_hook
         fn = self._handler
         if fn is None:
             conn.close()
@@ -280,11 +311,18 @@ class TcpServer:
             self._report(exc, conn)
             conn.close()
             return
-        # hasattr first: cheaper than inspect.isawaitable for the usual non-awaitable result.
-        if result is not None and hasattr(result, "__await__"):
-            self._track(asyncio.ensure_future(self._await(result, conn)))
+        if result is not None:
+            awaitable = _awaitable_types.get(type(result))
+            if awaitable is None:
+                awaitable = _learn_awaitable(result)
+            if awaitable:
+                self._track(asyncio.ensure_future(self._await(result, conn)))
 
     def _forget(self, conn: Connection) -> None:
+        screen = self._own_screen
+        if screen is not None:
+            peer = conn._peer
+            screen.release(str(peer[0]) if isinstance(peer, tuple) and peer else "")
         self._live.discard(conn)
         if self._on_closed is not None:
             self._on_closed(conn)
@@ -328,3 +366,13 @@ class TcpServer:
     def _rejected(self, host: str, verdict: Verdict) -> None:
         for fn in list(self._reject_handlers):
             fn(host, verdict)
+
+
+def _learn_awaitable(result: object) -> bool:
+    """isinstance(result, Awaitable), remembered for its type (see _awaitable_types)."""
+    if len(_awaitable_types) >= _AWAITABLE_TYPES_MEMO_SIZE:
+        _awaitable_types.clear()
+    # The ABC, not hasattr(result, "__await__"): a failed hasattr builds and formats an
+    # AttributeError.
+    awaitable = _awaitable_types[type(result)] = isinstance(result, Awaitable)
+    return awaitable

@@ -463,6 +463,30 @@ def test_invalid_buffer_marks_are_refused():
         Connection(idle_timeout=0)
 
 
+def test_options_off_the_usual_path_are_still_checked():
+    class Size(int):
+        pass
+
+    for bad in ({"warn_buffer_bytes": 4.0}, {"max_buffer_bytes": "big"},
+                {"idle_timeout": -1.0}, {"warn_buffer_bytes": -5, "max_buffer_bytes": None}):
+        with pytest.raises(ConfigError):
+            Connection(**bad)
+    conn = Connection(warn_buffer_bytes=Size(10), max_buffer_bytes=Size(20), idle_timeout=0.5)
+    assert (conn.warn_buffer_bytes, conn.max_buffer_bytes, conn.idle_timeout) == (10, 20, 0.5)
+    assert Connection(max_buffer_bytes=None).max_buffer_bytes is None
+
+
+def test_remote_address_is_empty_until_connected_and_the_peer_after():
+    async def main():
+        conn = Connection()
+        assert conn.remote_address == ("", 0)
+        conn.connection_made(FakeTransport(("2001:db8::7", 4242, 0, 0)))
+        assert conn.remote_address == ("2001:db8::7", 4242)
+        assert "2001:db8::7:4242" in repr(conn)
+
+    run(main())
+
+
 # ------------------------------------------------------------------ lifecycle
 
 

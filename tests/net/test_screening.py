@@ -150,6 +150,25 @@ def test_release_of_an_unknown_source_changes_nothing():
     assert screen.admit("10.0.0.1", 0) is V.ACCEPTED
 
 
+def test_release_after_the_address_memo_was_cleared_frees_the_right_source():
+    screen = Screen(max_connections_per_ip=1)
+    assert screen.admit("::ffff:10.0.0.1", 0) is V.ACCEPTED
+    # Enough other peers to drop the memo whole: release must work the key out again.
+    for i in range(screening.ADDRESS_MEMO_SIZE):
+        screen.check_datagram(f"10.1.{i // 256}.{i % 256}", 0)
+    screen.release("::ffff:10.0.0.1")
+    assert screen.live_connections == 0
+    assert screen.connections_from("10.0.0.1") == 0
+
+
+def test_rate_limit_applies_before_the_caps_and_refused_attempts_hold_nothing():
+    screen = Screen(rate=1, rate_window="fixed", max_connections=1)
+    assert screen.admit("10.0.0.1", 0.5) is V.ACCEPTED
+    assert screen.admit("10.0.0.1", 0.6) is V.RATE_LIMITED
+    assert screen.admit("10.0.0.2", 0.7) is V.MAX_CONNECTIONS
+    assert screen.live_connections == 1
+
+
 def test_rate_limit_counts_attempts_per_source_with_fixed_window():
     screen = Screen(rate=2, rate_window="fixed")
     got = [screen.admit("10.0.0.1", 3.0) for _ in range(3)]

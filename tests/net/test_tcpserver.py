@@ -2,13 +2,21 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import ssl
 
 import pytest
 
-from nethelp import LOOPS, make_certs, run
+from nethelp import LOOPS, make_certs, run, wait_until
 from packetron.errors import ConfigError
-from packetron.net import TcpServer, client_context, open_connection, server_context
+from packetron.net import (
+    Connection,
+    TcpServer,
+    client_context,
+    open_connection,
+    server_context,
+)
 from packetron.net.screening import Verdict
 
 LOCAL = "127.0.0.1"
@@ -159,6 +167,153 @@ def test_max_connections_per_ip_and_rate_options():
         await limited.close()
 
     run(main())
+
+
+async def echoes(port: int, data: bytes = b"ping") -> bool:
+    """True when a new connection to port gets `data` echoed back."""
+    client = await open_connection(LOCAL, port)
+    try:
+        client.write(data)
+        return await client.readexactly(len(data)) == data
+    finally:
+        client.close()
+        await client.wait_closed()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_failing_on_reject_hook_is_logged_and_the_next_peer_is_served(loop, caplog):
+    async def main():
+        server = TcpServer(0, host=LOCAL, max_connections=1)
+        server.on_connection(lambda conn: conn.on("message", conn.write))
+        rejects: list[Verdict] = []
+
+        def hook(host: str, verdict: Verdict) -> None:
+            rejects.append(verdict)
+            raise RuntimeError("hook failed")
+
+        server.on_reject(hook)
+        await server.listen()
+        held = await open_connection(LOCAL, server.port)
+        held.write(b"a")
+        assert await held.readexactly(1) == b"a"
+        assert await refused(server.port)
+        assert rejects == [Verdict.MAX_CONNECTIONS]
+        held.close()
+        await held.wait_closed()
+        await wait_until(lambda: not server.connections)
+        assert await echoes(server.port)
+        await server.close()
+
+    with caplog.at_level(logging.ERROR, logger="packetron.net"):
+        run(main(), loop=loop)
+    assert "on_reject hook failed" in caplog.text
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_failing_sync_callback_gives_its_screening_slot_back(loop):
+    async def main():
+        server = TcpServer(0, host=LOCAL, allow=["127.0.0.0/8"], max_connections=1)
+        errors: list[type] = []
+        server.on_error(lambda exc, conn: errors.append(type(exc)))
+        calls: list[object] = []
+
+        def handler(conn):
+            calls.append(conn)
+            if len(calls) == 1:
+                raise RuntimeError("first one fails")
+            conn.on("message", conn.write)
+
+        server.on_connection(handler)
+        await server.listen()
+        first = await open_connection(LOCAL, server.port)
+        assert await first.read() == b""
+        first.close()
+        await wait_until(lambda: not server.connections)
+        assert await echoes(server.port)
+        assert errors == [RuntimeError]
+        await server.close()
+
+    run(main(), loop=loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_an_awaitable_returned_by_a_sync_callback_is_awaited_then_the_connection_closes(loop):
+    async def main():
+        server = TcpServer(0, host=LOCAL)
+
+        async def greet(conn):
+            await asyncio.sleep(0)
+            conn.write(b"hi")
+
+        server.on_connection(lambda conn: greet(conn))
+        await server.listen()
+        client = await open_connection(LOCAL, server.port)
+        assert await client.read() == b"hi"  # then EOF: the server closed after greet()
+        client.close()
+        await server.close()
+
+    run(main(), loop=loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_screened_connection_is_freed_at_close_without_the_garbage_collector(loop):
+    async def main():
+        server = TcpServer(0, host=LOCAL, allow=["127.0.0.0/8"])
+        ids: list[int] = []
+        closes: list[int] = []
+
+        def handler(conn):
+            ids.append(conn.id)
+            # Both listeners refer back to conn: the usual cycles of callback style.
+            conn.on("message", conn.write)
+            conn.on("close", lambda: closes.append(conn.id))
+
+        server.on_connection(handler)
+        await server.listen()
+        gc.collect()
+        gc.disable()
+        try:
+            assert await echoes(server.port)
+            await wait_until(lambda: not server.connections and closes)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            # With the collector off, a connection left in a cycle would still be here.
+            alive = [o for o in gc.get_objects() if isinstance(o, Connection) and o.id in ids]
+            assert ids and alive == []
+        finally:
+            # Not beyond this test: uvloop's close() waits for handles the collector frees.
+            gc.enable()
+            await server.close()
+
+    run(main(), loop=loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_remote_address_of_a_tls_connection_is_still_known_after_close(tmp_path, loop):
+    cert, key, ca = make_certs(tmp_path)
+
+    async def main():
+        server = TcpServer(0, host=LOCAL, ssl=server_context(cert, key))
+        opened = asyncio.get_running_loop().create_future()
+
+        def handler(conn):
+            opened.set_result(conn)
+            conn.on("message", conn.write)
+
+        server.on_connection(handler)
+        await server.listen()
+        client = await open_connection(LOCAL, server.port, ssl=client_context(ca))
+        client_port = client.get_extra_info("sockname")[1]
+        client.write(b"x")
+        assert await client.readexactly(1) == b"x"
+        client.close()
+        conn = await opened
+        await conn.wait_closed()
+        assert conn.remote_address == (LOCAL, client_port)
+        assert repr(conn).endswith(f"{LOCAL}:{client_port} closed>")
+        await server.close()
+
+    run(main(), loop=loop)
 
 
 @pytest.mark.parametrize("loop", LOOPS)
