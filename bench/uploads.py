@@ -14,14 +14,24 @@ Each server stores the file on disk and answers with its size:
 A third server, the "ceiling", is a bare uvloop protocol that only counts and discards
 the body: what the transport allows on this machine at this moment.
 
-Servers are pinned to CPU 0 (`taskset -c 0`), the client to CPU 1. Rounds rotate the
-order. It prints the median MB/s (MB = 10^6 bytes, body bytes / time until the answer),
-each server's peak RSS (VmHWM), and the ratios to the ceiling and to Starlette. Targets: packetron >= 1.5x Starlette's MB/s, with a
-peak RSS under 64 MB.
+Servers are pinned to CPU 0 (`taskset -c 0`), the client to CPU 1. They start once and
+serve every round (`--fresh-servers`: a new one per measured upload); rounds rotate the
+order, so uploads to the servers compared alternate closely in time. It prints the median MB/s (MB = 10^6 bytes, body bytes / time until the answer),
+the server's CPU seconds (user + system, all threads) per GiB of body, each server's peak
+RSS (VmHWM), and the ratios to the ceiling and to Starlette. CPU s/GiB is the steadier
+number: writing 1 GiB into the page cache costs from 0.25 to over 1 s on a virtual
+machine (pages the host has taken back are faulted in again), which moves MB/s for every
+server. So each server gets one unmeasured upload of the same size when it starts
+(`--warmup-mib`, as bench/http.py warms up before each wrk run): its imports and first
+allocations are done, and every measured upload writes into page-cache pages the upload
+before it has just freed. `--fresh-servers --warmup-mib 0` measures the cold case: a new
+process, and pages the host may have taken back. Targets: packetron >= 1.5x Starlette's
+MB/s, with a peak RSS under 64 MB.
 
 Usage (from the repository root)::
 
-    .venv/bin/python bench/uploads.py [--size-mib 1024] [--rounds 3]
+    .venv/bin/python bench/uploads.py [--size-mib 1024] [--rounds 5] [--warmup-mib 1024]
+                                      [--fresh-servers]
 """
 from __future__ import annotations
 
@@ -191,6 +201,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads included."""
+    with open(f"/proc/{pid}/stat") as file:
+        fields = file.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as file:
         for line in file:
@@ -231,7 +248,12 @@ def upload(port: int, size_mib: int, block: bytes) -> tuple[float, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description="1 GiB multipart upload: packetron vs Starlette")
     parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup-mib", type=int, default=1024,
+                        help="an unmeasured upload of this size to each server it starts "
+                             "(0: none)")
+    parser.add_argument("--fresh-servers", action="store_true",
+                        help="start a new server for every measured upload")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
     parser.add_argument("--skip-starlette", action="store_true")
@@ -247,43 +269,69 @@ def main() -> int:
     block = os.urandom(BLOCK_SIZE)
     expected = args.size_mib * BLOCK_SIZE
     rates: dict[str, list[float]] = {name: [] for name in servers}
+    cpu: dict[str, list[float]] = {name: [] for name in servers}
     rss: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="packetron-upload-bench-") as tmp:
-        for round_number in range(args.rounds):
-            shift = round_number % len(servers)  # rotate: no server always goes first
-            names = list(servers)[shift:] + list(servers)[:shift]
-            for name in names:
-                python, code = servers[name]
-                store = os.path.join(tmp, name)
-                os.makedirs(store, exist_ok=True)
-                port = free_port()
-                # Both servers write under the same directory: Starlette's spooled
-                # temporary files follow TMPDIR.
-                extra = str(expected) if name == "ceiling" else store
-                proc = start(python, code, port, args.server_cpu, extra,
-                             env={**os.environ, "TMPDIR": store})
-                try:
+        running: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+
+        def launch(name: str) -> tuple[subprocess.Popen[bytes], int]:
+            python, code = servers[name]
+            store = os.path.join(tmp, name)
+            os.makedirs(store, exist_ok=True)
+            port = free_port()
+            # Both servers write under the same directory: Starlette's spooled temporary
+            # files follow TMPDIR.
+            extra = str(expected) if name == "ceiling" else store
+            proc = start(python, code, port, args.server_cpu, extra,
+                         env={**os.environ, "TMPDIR": store})
+            running[name] = (proc, port)
+            if args.warmup_mib:
+                upload(port, args.warmup_mib, block)  # not measured
+            return proc, port
+
+        def retire(name: str) -> None:
+            proc, _ = running.pop(name)
+            rss[name] = max(rss.get(name, 0.0), peak_rss_mb(proc.pid))
+            stop(proc)
+            shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+
+        try:
+            if not args.fresh_servers:
+                for name in servers:
+                    launch(name)
+            for round_number in range(args.rounds):
+                shift = round_number % len(servers)  # rotate: no server always goes first
+                for name in list(servers)[shift:] + list(servers)[:shift]:
+                    proc, port = launch(name) if args.fresh_servers else running[name]
                     body_bytes = expected + 400  # head and tail are ~400 bytes
+                    cpu_before = cpu_seconds(proc.pid)
                     elapsed, size = upload(port, args.size_mib, block)
+                    cpu[name].append((cpu_seconds(proc.pid) - cpu_before) / (expected / 2**30))
                     if size != expected:
                         raise RuntimeError(f"{name} stored {size} bytes, not {expected}")
                     rates[name].append(body_bytes / elapsed / 1e6)
-                    rss[name] = max(rss.get(name, 0.0), peak_rss_mb(proc.pid))
                     print(f"round {round_number + 1} {name:9}: {rates[name][-1]:7.0f} MB/s, "
-                          f"peak RSS {rss[name]:.1f} MB", file=sys.stderr)
-                finally:
-                    stop(proc)
-                    shutil.rmtree(store, ignore_errors=True)
+                          f"{cpu[name][-1]:.2f} CPU s/GiB, peak RSS "
+                          f"{peak_rss_mb(proc.pid):.1f} MB", file=sys.stderr)
+                    if args.fresh_servers:
+                        retire(name)
+        finally:
+            for name in list(running):
+                retire(name)
     print()
-    print(f"{args.size_mib} MiB file in one multipart body, {args.rounds} rounds; "
-          f"server on CPU {args.server_cpu}, client on CPU {args.client_cpu}")
+    servers_were = "a new server per round" if args.fresh_servers else "servers kept across rounds"
+    print(f"{args.size_mib} MiB file in one multipart body, {args.rounds} rounds, "
+          f"{servers_were}, {args.warmup_mib} MiB warm-up upload per server start; server "
+          f"on CPU {args.server_cpu}, client on CPU {args.client_cpu}")
     print()
-    print("| server | median MB/s | best MB/s | peak RSS MB | / ceiling | / Starlette |")
-    print("|---|---|---|---|---|---|")
+    print("| server | median MB/s | best MB/s | CPU s/GiB | peak RSS MB | / ceiling "
+          "| / Starlette |")
+    print("|---|---|---|---|---|---|---|")
     medians = {name: statistics.median(values) for name, values in rates.items()}
     for name, values in rates.items():
         ratio = medians[name] / medians["starlette"] if "starlette" in medians else float("nan")
-        print(f"| {name} | {medians[name]:,.0f} | {max(values):,.0f} | {rss[name]:.1f} | "
+        print(f"| {name} | {medians[name]:,.0f} | {max(values):,.0f} | "
+              f"{statistics.median(cpu[name]):.2f} | {rss[name]:.1f} | "
               f"{medians[name] / medians['ceiling']:.2f} | {ratio:.2f} |")
     if "starlette" in medians:
         ratio = medians["packetron"] / medians["starlette"]

@@ -1,21 +1,30 @@
 """parse_multipart against a fake request whose stream() yields the body in pieces.
 
 Every behaviour runs with the body whole, one byte at a time and in odd splits, since
-the parser must give the same answer however the socket cut the bytes.
+the parser must give the same answer however the socket cut the bytes. Small pieces are
+joined before parsing; the `feeding` fixture also runs them unjoined, so the parser
+itself still sees every split. Tests of storing files run with writes in the event loop
+and in a worker thread (`write_mode`).
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import os
 import pathlib
-from typing import Any, AsyncIterator, Iterable
+import threading
+import time
+from typing import Any, AsyncIterator, Callable, Iterable
 
 import pytest
+from multipart import PushMultipartParser
 
 from packetron.errors import (BadRequest, ConnectionClosed, HttpError, PayloadTooLarge,
                               UnsupportedMediaType)
-from packetron.http.multipart import PartStream, parse_multipart
+from packetron.http import multipart as packetron_multipart
+from packetron.http.multipart import (PARSE_BATCH_IN_BYTES, SMALL_READ_IN_BYTES, PartStream,
+                                      parse_multipart)
 
 BOUNDARY = "----packetronTestBoundary7MA4YWxk"
 CT = f"multipart/form-data; boundary={BOUNDARY}"
@@ -61,18 +70,22 @@ class FakeRequest:
     """What parse_multipart uses of a Request: headers.get and stream()."""
 
     def __init__(self, chunks: list[bytes], content_type: str | None = CT,
-                 fail_after: int | None = None, fail_with: BaseException | None = None):
+                 fail_after: int | None = None, fail_with: BaseException | None = None,
+                 before_fail: Callable[[], None] | None = None):
         self.method = "POST"
         self.path = "/upload"
         self.headers = Headers({} if content_type is None else {"content-type": content_type})
         self.chunks = chunks
         self.fail_after = fail_after
         self.fail_with = fail_with or ConnectionClosed("client went away")
+        self.before_fail = before_fail
         self.consumed = 0
 
     async def stream(self) -> AsyncIterator[bytes]:
         for index, chunk in enumerate(self.chunks):
             if self.fail_after is not None and index == self.fail_after:
+                if self.before_fail is not None:
+                    self.before_fail()
                 raise self.fail_with
             self.consumed += 1
             await asyncio.sleep(0)  # a socket read lets other tasks run, as here
@@ -99,6 +112,46 @@ def store(tmp_path: pathlib.Path) -> pathlib.Path:
     return tmp_path / "uploads"
 
 
+@pytest.fixture(autouse=True)
+def fresh_write_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with writes in the event loop, whatever an earlier test recorded."""
+    monkeypatch.setattr(packetron_multipart, "_write_mode", packetron_multipart._WriteMode())
+
+
+@pytest.fixture(params=["joined", "as-read"])
+def feeding(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Small pieces joined before they reach the parser (the default), or each parsed as
+    it came."""
+    if request.param == "as-read":
+        monkeypatch.setattr(packetron_multipart, "SMALL_READ_IN_BYTES", 0)
+    return str(request.param)
+
+
+@pytest.fixture(params=["inline", "threaded"])
+def write_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """File writes in the event loop (the default), or in a worker thread, as after a slow
+    write."""
+    mode = packetron_multipart._WriteMode()
+    if request.param == "threaded":
+        mode.threaded_until = math.inf
+    monkeypatch.setattr(packetron_multipart, "_write_mode", mode)
+    return str(request.param)
+
+
+@pytest.fixture
+def parser_pieces(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every piece handed to the push parser, in order."""
+    pieces: list[bytes] = []
+
+    class RecordingParser(PushMultipartParser):
+        def parse(self, chunk: Any) -> Any:
+            pieces.append(chunk)
+            return super().parse(chunk)
+
+    monkeypatch.setattr(packetron_multipart, "PushMultipartParser", RecordingParser)
+    return pieces
+
+
 def opts(store: pathlib.Path, **extra: Any) -> dict[str, Any]:
     return {"file_storage_directory": str(store), **extra}
 
@@ -107,7 +160,8 @@ def opts(store: pathlib.Path, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("how", SPLITS)
-def test_fields_and_a_file_are_parsed_and_stored(store: pathlib.Path, how: str) -> None:
+def test_fields_and_a_file_are_parsed_and_stored(store: pathlib.Path, how: str,
+                                                 feeding: str) -> None:
     content = bytes(range(256)) * 8 + b"\r\n--" + BOUNDARY.encode()[:-1] + b"\r\n"
     data = body(part("title", "héllo wörld".encode()), part("n", b""),
                 part("doc", content, "report.bin", "application/x-thing"))
@@ -126,7 +180,8 @@ def test_fields_and_a_file_are_parsed_and_stored(store: pathlib.Path, how: str) 
 
 
 @pytest.mark.parametrize("how", ["whole", "odd"])
-def test_large_file_is_stored_byte_exact(store: pathlib.Path, how: str) -> None:
+def test_large_file_is_stored_byte_exact(store: pathlib.Path, how: str, feeding: str,
+                                         write_mode: str) -> None:
     content = os.urandom(300_000)
     fields, files = run(body(part("f", content, "big.dat")), opts(store), how=how)
     assert hashlib.sha256(pathlib.Path(files["f"]["path"]).read_bytes()).digest() == \
@@ -193,7 +248,8 @@ def test_default_storage_directory_is_used_and_created(monkeypatch: pytest.Monke
 
 
 @pytest.mark.parametrize("how", SPLITS)
-def test_form_mode_keeps_fields_and_drains_files(store: pathlib.Path, how: str) -> None:
+def test_form_mode_keeps_fields_and_drains_files(store: pathlib.Path, how: str,
+                                                 feeding: str) -> None:
     data = body(part("a", b"1"), part("f", b"x" * 5000, "f.bin"), part("b", b"2"))
     assert run(data, opts(store), mode="form", how=how) == ({"a": "1", "b": "2"}, {})
     assert stored(store) == []
@@ -218,7 +274,8 @@ def test_unknown_mode_is_a_programming_error(store: pathlib.Path) -> None:
 
 @pytest.mark.parametrize("how", ["whole", "odd"])
 def test_file_over_max_file_size_is_unlinked_and_marked_truncated(store: pathlib.Path,
-                                                                  how: str) -> None:
+                                                                  how: str, feeding: str,
+                                                                  write_mode: str) -> None:
     events: list[tuple[Any, ...]] = []
     data = body(part("big", b"x" * 100_000, "big.bin"), part("small", b"ok", "s.txt"),
                 part("after", b"still parsed"))
@@ -296,7 +353,7 @@ def test_too_many_part_headers_is_413(store: pathlib.Path) -> None:
 
 
 @pytest.mark.parametrize("how", ["whole", "odd"])
-def test_huge_part_header_is_413(store: pathlib.Path, how: str) -> None:
+def test_huge_part_header_is_413(store: pathlib.Path, how: str, feeding: str) -> None:
     data = body(part("f", b"x", "f.txt"), part("a", b"1", extra=["X-Big: " + "v" * 100_000]))
     with pytest.raises(PayloadTooLarge, match="header length exceeded"):
         run(data, opts(store), how=how)
@@ -307,7 +364,8 @@ def test_huge_part_header_is_413(store: pathlib.Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", SPLITS)
-def test_unterminated_body_is_400_and_leaves_no_file(store: pathlib.Path, how: str) -> None:
+def test_unterminated_body_is_400_and_leaves_no_file(store: pathlib.Path, how: str,
+                                                     feeding: str) -> None:
     data = part("a", b"1") + part("f", b"y" * 3000, "f.bin")[:-30]
     with pytest.raises(BadRequest, match="ended before its closing boundary"):
         run(data, opts(store), how=how)
@@ -341,19 +399,28 @@ def test_bad_content_type(store: pathlib.Path, content_type: str | None, error: 
 
 
 @pytest.mark.parametrize("how", ["whole", "odd"])
-def test_client_vanishing_mid_file_unlinks_everything(store: pathlib.Path, how: str) -> None:
-    data = body(part("first", b"done", "1.txt"), part("second", os.urandom(200_000), "2.bin"))
+def test_client_vanishing_mid_file_unlinks_everything(store: pathlib.Path, how: str,
+                                                      feeding: str, write_mode: str) -> None:
+    data = body(part("first", b"done", "1.txt"), part("second", os.urandom(1_000_000), "2.bin"))
     chunks = split(data, how)
+    at_failure: list[list[str]] = []
     with pytest.raises(ConnectionClosed):
-        run(chunks, opts(store), fail_after=len(chunks) * 3 // 4)
+        run(chunks, opts(store), fail_after=len(chunks) * 3 // 4,
+            before_fail=lambda: at_failure.append(stored(store)))
+    if how == "odd":
+        assert len(at_failure[0]) == 2  # both files were being written when it failed
     assert stored(store) == []
 
 
-def test_cancellation_mid_file_unlinks_everything(store: pathlib.Path) -> None:
-    data = body(part("f", b"x" * 200_000, "f.bin"))
+def test_cancellation_mid_file_unlinks_everything(store: pathlib.Path, feeding: str,
+                                                  write_mode: str) -> None:
+    data = body(part("f", b"x" * 1_000_000, "f.bin"))
     chunks = split(data, "odd")
+    at_failure: list[list[str]] = []
     with pytest.raises(asyncio.CancelledError):
-        run(chunks, opts(store), fail_after=len(chunks) // 2, fail_with=asyncio.CancelledError())
+        run(chunks, opts(store), fail_after=len(chunks) // 2, fail_with=asyncio.CancelledError(),
+            before_fail=lambda: at_failure.append(stored(store)))
+    assert len(at_failure[0]) == 1
     assert stored(store) == []
 
 
@@ -490,7 +557,8 @@ def test_form_mode_never_calls_on_file(store: pathlib.Path) -> None:
 
 @pytest.mark.parametrize("error, status", [(28, 507), (5, 500)])  # ENOSPC, EIO
 def test_write_failure_is_a_clear_5xx_and_leaves_no_file(
-        store: pathlib.Path, monkeypatch: pytest.MonkeyPatch, error: int, status: int) -> None:
+        store: pathlib.Path, monkeypatch: pytest.MonkeyPatch, error: int, status: int,
+        feeding: str, write_mode: str) -> None:
     def failing_writev(fd: int, chunks: list[bytes]) -> int:
         raise OSError(error, os.strerror(error))
 
@@ -510,10 +578,75 @@ def test_storage_directory_that_cannot_be_created_is_500(tmp_path: pathlib.Path)
     assert info.value.status_code == 500
 
 
-def test_many_flushes_keep_the_bytes_in_order(store: pathlib.Path) -> None:
+def test_many_flushes_keep_the_bytes_in_order(store: pathlib.Path, feeding: str,
+                                              write_mode: str) -> None:
     content = os.urandom(3_000_000)
     _, files = run(body(part("f", content, "f.bin")), opts(store), how="odd")
     assert pathlib.Path(files["f"]["path"]).read_bytes() == content
+
+
+def test_a_slow_write_sends_the_next_writes_to_a_worker_thread(
+        store: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(packetron_multipart, "SLOW_WRITE_SECONDS", -1.0)  # every write is slow
+    in_loop_thread: list[bool] = []
+    writev = os.writev
+
+    def recording_writev(fd: int, chunks: list[bytes]) -> int:
+        in_loop_thread.append(threading.current_thread() is threading.main_thread())
+        return writev(fd, chunks)
+
+    monkeypatch.setattr(os, "writev", recording_writev)
+    content = os.urandom(1_000_000)
+    _, files = run(body(part("f", content, "f.bin")), opts(store), how="odd")
+    assert pathlib.Path(files["f"]["path"]).read_bytes() == content
+    assert in_loop_thread[0] is True  # the first write ran in the loop and was slow
+    assert len(in_loop_thread) > 1 and not any(in_loop_thread[1:])
+    assert packetron_multipart._write_mode.threaded_until > time.monotonic()
+
+
+# ---------------------------------------------------------------- what the parser is fed
+
+
+def test_small_pieces_are_joined_before_they_reach_the_parser(
+        store: pathlib.Path, parser_pieces: list[bytes]) -> None:
+    content = os.urandom(1_000_000)
+    data = body(part("f", content, "f.bin"))
+    _, files = run(data, opts(store), how="odd")  # pieces of at most 1021 bytes
+    assert pathlib.Path(files["f"]["path"]).read_bytes() == content
+    assert b"".join(parser_pieces) == data
+    assert all(len(piece) >= PARSE_BATCH_IN_BYTES for piece in parser_pieces[:-1])
+    assert len(parser_pieces[-1]) < PARSE_BATCH_IN_BYTES  # the rest, once the body ended
+
+
+def test_large_pieces_reach_the_parser_as_they_came(store: pathlib.Path,
+                                                    parser_pieces: list[bytes]) -> None:
+    data = body(part("f", os.urandom(1_000_000), "f.bin"))
+    size = SMALL_READ_IN_BYTES * 4
+    chunks = [data[i:i + size] for i in range(0, len(data), size)]
+    assert len(chunks[-1]) >= SMALL_READ_IN_BYTES
+    run(chunks, opts(store))
+    assert len(parser_pieces) == len(chunks)
+    assert all(piece is chunk for piece, chunk in zip(parser_pieces, chunks))  # not copied
+
+
+def test_a_large_piece_after_small_ones_is_parsed_on_its_own(
+        store: pathlib.Path, parser_pieces: list[bytes]) -> None:
+    data = body(part("a", b"1"), part("f", os.urandom(100_000), "f.bin"))
+    chunks = [data[:10], data[10:20], data[20:]]
+    assert run(chunks, opts(store))[0] == {"a": "1"}
+    assert parser_pieces == [data[:20], data[20:]]
+    assert parser_pieces[1] is chunks[2]
+
+
+def test_on_file_gets_the_pieces_unjoined(store: pathlib.Path,
+                                          parser_pieces: list[bytes]) -> None:
+    async def on_file(name: str, stream: PartStream, info: dict[str, Any]) -> int:
+        return sum([len(chunk) async for chunk in stream])
+
+    _, files = run(body(part("f", os.urandom(300_000), "f.bin")),
+                   opts(store, on_file=on_file), how="odd")
+    assert files["f"] == 300_000
+    assert max(map(len, parser_pieces)) <= 1021  # as split, since its queue is bounded
 
 
 def test_prevalidated_options_are_accepted(store: pathlib.Path) -> None:

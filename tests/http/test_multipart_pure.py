@@ -16,7 +16,10 @@ from packetron.http.multipart import (
     DEFAULT_MAX_FILES,
     DEFAULT_MAX_HEADER_PAIRS,
     DEFAULT_MAX_PARTS,
+    SLOW_WRITE_SECONDS,
+    THREADED_WRITES_SECONDS,
     MultipartOptions,
+    _WriteMode,
     boundary_from_content_type,
     default_storage_directory,
     sanitize_filename,
@@ -171,3 +174,21 @@ def test_missing_or_bad_boundary_is_400(content_type: str, message: str) -> None
         boundary_from_content_type(content_type)
     assert info.value.status_code == 400
     assert message in str(info.value)
+
+
+# ---------------------------------------------------------------- where writes run
+
+
+def test_writes_run_in_the_loop_until_one_is_slow() -> None:
+    mode = _WriteMode()
+    assert mode.inline(0.0)
+    mode.record(100.0, SLOW_WRITE_SECONDS)  # at the threshold: not slow
+    assert mode.inline(100.0)
+
+
+def test_after_a_slow_write_writes_are_threaded_for_a_while() -> None:
+    mode = _WriteMode()
+    mode.record(100.0, SLOW_WRITE_SECONDS * 1.01)
+    assert not mode.inline(100.0)
+    assert not mode.inline(100.0 + THREADED_WRITES_SECONDS * 0.999)
+    assert mode.inline(100.0 + THREADED_WRITES_SECONDS)
