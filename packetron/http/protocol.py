@@ -39,7 +39,6 @@ HEAD_SLACK_BYTES = 8 * 1024
 
 _PAUSE_PIPELINE = 1
 _PAUSE_BODY = 2
-_PAUSE_LINGER_OFF = 0
 
 # Piece size when a file must be copied through user space (TLS, a full socket buffer).
 SENDFILE_COPY_CHUNK = 256 * 1024

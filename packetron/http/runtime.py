@@ -110,7 +110,6 @@ class ServingLoop:
     async def _shutdown(self, server: asyncio.Server) -> None:
         """Stop accepting, let answers in progress finish, close idle keep-alive connections."""
         state = self.state
-        state.stopping = True
         server.close()
         if state.connections:
             await asyncio.sleep(FIRST_REQUEST_GRACE_SECONDS)

@@ -20,7 +20,7 @@ class ServerState:
     """Router, plugins, options and the once-a-second clock of one serving loop."""
 
     __slots__ = ("router", "global_plugins", "options", "date_header", "now", "connections",
-                 "trusted_proxies", "stopping")
+                 "trusted_proxies")
 
     def __init__(self, router: "Router[Route]", global_plugins: PluginManager,
                  options: ServerOptions) -> None:
@@ -31,7 +31,6 @@ class ServerState:
         self.date_header = wire.format_date_header(time.time())
         self.now = 1.0  # loop time; never 0, which the protocol reads as "not in a head"
         self.connections: set[HttpProtocol] = set()
-        self.stopping = False
 
     def tick(self, now: float) -> None:
         """Called once a second: refresh the Date header and enforce connection timeouts."""
