@@ -63,7 +63,7 @@ class HttpProtocol(asyncio.Protocol):
         "_max_url", "_max_header_size", "_max_header_count", "_head_cap", "_access_log",
         "_max_pipelined", "_lookup", "_globals",
         # the request head being parsed
-        "_url", "_raw_headers", "_header_size", "_host_count", "_special", "_content_length",
+        "_url", "_raw_headers", "_fed", "_host_count", "_special", "_content_length",
         "_content_type", "_connection_header", "_chunked", "_expect", "_head_started", "_head_bytes",
         # requests: being parsed, being answered, waiting their turn
         "_current", "_active", "_queue",
@@ -90,7 +90,7 @@ class HttpProtocol(asyncio.Protocol):
         self._globals = state.global_plugins
         self._url = b""
         self._raw_headers: list[tuple[bytes, bytes]] = []
-        self._header_size = 0
+        self._fed = 0  # length of the chunk being parsed
         self._host_count = 0
         self._special = False  # one of the four fields below was set by the last head
         self._content_length: int | None = None
@@ -173,6 +173,7 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return  # lingering after an error, or after an upgrade: input is discarded
+        self._fed = len(data)
         try:
             self.parser.feed_data(data)
         except _HttpParserCallbackError as exc:
@@ -217,7 +218,6 @@ class HttpProtocol(asyncio.Protocol):
             raise UriTooLong("URI Too Long")
         self._url = url
         self._raw_headers = []
-        self._header_size = 0
         self._host_count = 0
         if self._special:
             self._special = False
@@ -228,12 +228,9 @@ class HttpProtocol(asyncio.Protocol):
             self._expect = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self._raw_headers
-        size = self._header_size + len(name) + len(value) + 4
-        self._header_size = size
-        if size > self._max_header_size:
-            raise HeadersTooLarge("Request Header Fields Too Large")
-        headers.append((name, value))
+        # Sizes are checked once per head in on_headers_complete (and growth is bounded
+        # in data_received), so a header costs only this append and the name test below.
+        self._raw_headers.append((name, value))
         # Few headers matter before routing; compare lengths first to skip lower().
         length = len(name)
         if length == 4:
@@ -263,9 +260,15 @@ class HttpProtocol(asyncio.Protocol):
         self._head_started = 0.0
         if self._closing:
             return
-        # Counted once here rather than per header: the size cap already bounds memory.
-        if len(self._raw_headers) > self._max_header_count:
+        # Counted once here rather than per header; data_received already bounds memory.
+        headers = self._raw_headers
+        if len(headers) > self._max_header_count:
             raise HeadersTooLarge("Request Header Fields Too Large")
+        if self._head_bytes >= 0 or self._fed > self._max_header_size:
+            # A head read in one piece no longer than the cap cannot exceed it: only a
+            # head that spanned reads, or came in a bigger one, needs adding up.
+            if sum(len(name) + len(value) + 4 for name, value in headers) > self._max_header_size:
+                raise HeadersTooLarge("Request Header Fields Too Large")
         parser = self.parser
         keep_alive = parser.should_keep_alive()
         if keep_alive and self._host_count == 1 and not self._connection_header:

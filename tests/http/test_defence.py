@@ -290,3 +290,21 @@ def test_client_vanishing_mid_body_leaves_server_serving(server) -> None:
     with connect(server.port) as sock:
         sock.sendall(b"POST /json HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"a\":")
     assert still_serves(server.port)
+
+
+def test_headers_over_the_cap_in_small_pieces_get_431(server) -> None:
+    """Each piece is small; together the header lines exceed max_header_size_in_bytes."""
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n")
+        for i in range(15):  # 15 x ~300 bytes > the 4096-byte cap, under the 20-header cap
+            sock.sendall(b"X-%d: %s\r\n" % (i, b"v" * 290))
+        sock.sendall(b"\r\n")
+        raw = read_until_closed(sock)
+    assert status_of(raw) == 431
+    assert still_serves(server.port)
+
+
+def test_headers_just_under_the_cap_in_one_piece_are_fine(server) -> None:
+    lines = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 290) for i in range(12))
+    status, _, body = exchange(server.port, b"GET /ping HTTP/1.1\r\nHost: x\r\n" + lines + b"\r\n")
+    assert status == 200 and body == b"OK"
