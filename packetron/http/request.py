@@ -232,12 +232,6 @@ class Request:
             else:
                 await self._wait()
 
-    async def read_body_bytes(self) -> bytes:
-        """The whole raw body (waits until it has arrived)."""
-        while not self.body_complete:
-            await self._wait()
-        return self._joined()
-
     def _joined(self) -> bytes:
         chunks = self._chunks
         if not chunks:
