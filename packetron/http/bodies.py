@@ -103,15 +103,14 @@ def _make_orjson_codec() -> tuple[Callable[[Any], bytes], Callable[[bytes], Any]
 _orjson_codec = _make_orjson_codec()
 JSON_BACKEND = "orjson" if _orjson_codec is not None else "stdlib"
 encode_json = _orjson_codec[0] if _orjson_codec is not None else _stdlib_encode_json
-# The hot path's encoder: no Python frame of its own. It raises TypeError for what only the
-# standard library takes (integers beyond 64 bits); callers then use encode_json.
+# The hot path's encoder: orjson.dumps itself, with no Python frame and no keyword (a
+# partial carrying option= costs 0.24 us against 0.10 us for a small body). It raises
+# TypeError for what it leaves to encode_json (non-string keys, integers beyond 64 bits);
+# callers then use encode_json, which gives those the standard library's treatment.
 if _orjson_codec is not None:
-    import functools
-
     import orjson
 
-    encode_json_fast: Callable[[Any], bytes] = functools.partial(
-        orjson.dumps, option=orjson.OPT_NON_STR_KEYS)
+    encode_json_fast: Callable[[Any], bytes] = orjson.dumps
 else:
     encode_json_fast = _stdlib_encode_json
 

@@ -61,7 +61,7 @@ class HttpProtocol(asyncio.Protocol):
         "state", "loop", "parser", "transport", "peer_host",
         # limits and per-server settings, copied once per connection
         "_max_url", "_max_header_size", "_max_header_count", "_head_cap", "_access_log",
-        "_max_pipelined", "_lookup", "_globals",
+        "_max_pipelined", "_lookup", "_targets", "_globals",
         # the request head being parsed
         "_url", "_raw_headers", "_fed", "_host_count", "_special", "_content_length",
         "_content_type", "_connection_header", "_chunked", "_expect", "_head_started", "_head_bytes",
@@ -87,6 +87,7 @@ class HttpProtocol(asyncio.Protocol):
         self._access_log = options.access_log
         self._max_pipelined = options.max_pipelined_requests
         self._lookup = state.router.lookup_raw
+        self._targets = state.router.targets
         self._globals = state.global_plugins
         self._url = b""
         self._raw_headers: list[tuple[bytes, bytes]] = []
@@ -212,7 +213,7 @@ class HttpProtocol(asyncio.Protocol):
             self._url = url
             return
         # loop.time() is never 0, so a set _head_started always reads as true.
-        self._head_started = self._last_data = self.state.now
+        self._head_started = self.state.now
         self._head_bytes = -1
         if len(url) > self._max_url:
             raise UriTooLong("URI Too Long")
@@ -271,6 +272,37 @@ class HttpProtocol(asyncio.Protocol):
                 raise HeadersTooLarge("Request Header Fields Too Large")
         parser = self.parser
         keep_alive = parser.should_keep_alive()
+        method = parser.get_method()
+        if keep_alive and not self._special and self._host_count == 1 and self._active is None:
+            # The common request, answered here with nothing left to decide: HTTP/1.1 (only
+            # 1.1 stays alive without a Connection header), no body (no Content-Length,
+            # no Transfer-Encoding), nothing before it still being answered, a plain
+            # synchronous route found by its exact target, and no global plugins.
+            methods = self._targets.get(self._url)
+            if methods is not None:
+                route = methods.get(method)
+                if route is not None and route.plain_sync and not self._globals.plugins:
+                    request = Request(self, route.method_name, self._url, "1.1", headers,
+                                      True, route, route.buffered_cap)
+                    request.body_complete = True
+                    request.stage = STAGE_HANDLED
+                    response = request.response = Response(self, request)
+                    self._active = request
+                    # _call_sync written out: the call costs ~2% of a GET (callgrind).
+                    try:
+                        result = route.handler(request, response)
+                    except Exception as exc:
+                        self._handler_failed(request, exc)
+                        return
+                    if not response.sent and not response.pending:
+                        self._after_sync_handler(request, result)
+                    return
+        self._dispatch_head(parser, keep_alive, method)
+
+    def _dispatch_head(self, parser: httptools.HttpRequestParser, keep_alive: bool,
+                       method: bytes) -> None:
+        """Every head but the common one: versions, bodies, errors, pipelining."""
+        self._last_data = self.state.now  # a body's timeout counts from the end of its head
         if keep_alive and self._host_count == 1 and not self._connection_header:
             # Only HTTP/1.1 keeps a connection alive without a Connection header, so the
             # version is known without get_http_version(), which formats a new str.
@@ -283,7 +315,6 @@ class HttpProtocol(asyncio.Protocol):
                 # An upgrade is answered as plain HTTP, then the connection is closed: the
                 # bytes after it belong to a protocol not served here.
                 keep_alive = not parser.should_upgrade()
-        method = parser.get_method()
         target = self._url
         query_at = target.find(63)  # "?"; int searches skip building a needle object
         raw_path = target if query_at < 0 else target[:query_at]
@@ -297,7 +328,7 @@ class HttpProtocol(asyncio.Protocol):
         method_name = METHOD_NAMES.get(method) or method.decode("ascii")
         plain = route is not None and route.plain and not self._expect
         if plain and route is not None:
-            # The common case: a known route with nothing to decide per request.
+            # A known route with nothing to decide per request but its body cap.
             cap = route.buffered_cap
             if cap is not None and length is not None and length > cap:
                 raise PayloadTooLarge(
@@ -326,15 +357,7 @@ class HttpProtocol(asyncio.Protocol):
                     self._current = None
                     request.body_complete = True
                     request.stage = STAGE_HANDLED
-                    # _call_sync written out: the call costs ~2% of a GET (callgrind).
-                    response = request.response
-                    try:
-                        result = route.handler(request, response)  # type: ignore[union-attr]
-                    except Exception as exc:
-                        self._handler_failed(request, exc)
-                        return
-                    if not response.sent and not response.pending:
-                        self._after_sync_handler(request, result)
+                    self._call_sync(request)
                 else:
                     request.stage = STAGE_AWAITING_BODY
             else:

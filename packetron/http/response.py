@@ -102,15 +102,26 @@ class Response:
         request = self._request
         if (status == 200 and self._headers is None and request.keep_alive and protocol._reuse
                 and not request.is_head and request.http_version == "1.1"):
-            # The hot path: a plain 200 on a persistent connection, one format, one write.
+            # The hot path: a plain 200 on a persistent connection, one join, one write.
             self.sent = True
             self.status = 200
             transport = protocol.transport
             if not transport.is_closing():
-                transport.write(b"HTTP/1.1 200 OK\r\n%s%scontent-length: %d\r\n\r\n%s" % (
-                    protocol.state.date_header, content_type, len(body), body))
+                length = len(body)
+                transport.write(b"".join((
+                    wire.OK_STATUS_LINE, protocol.state.date_header, content_type,  # type: ignore[arg-type]
+                    wire.CONTENT_LENGTH_LINES[length] if length < wire.CONTENT_LENGTH_LINES_COUNT
+                    else b"content-length: %d\r\n\r\n" % length,
+                    body)))
             self.finished = True
-            protocol.response_finished(request)
+            if request is protocol._active and request.body_complete and not protocol._queue \
+                    and not protocol._access_log:
+                # What response_finished does for this case, without the call.
+                protocol._active = None
+                self._request = None  # type: ignore[assignment]  # the Request<->Response cycle
+                protocol._idle_since = protocol.state.now
+            else:
+                protocol.response_finished(request)
             return
         if not 100 <= status <= 599:
             raise ValueError(f"status must be 100..599, got {status}")

@@ -63,7 +63,7 @@ def body_mode_for(flags: int) -> BodyMode:
 class Route:
     """One (method, path) registration. `route.remove()` unregisters it, even while serving."""
 
-    __slots__ = ("method", "path", "key", "handler", "is_async", "flags", "body_mode",
+    __slots__ = ("method", "method_name", "path", "key", "handler", "is_async", "flags", "body_mode",
                  "streams", "needs_task", "buffered_cap", "plain", "plain_sync",
                  "plugins", "multipart_options", "rate_limiter", "max_request_size_in_bytes",
                  "local_plugins_only", "_server", "__weakref__")
@@ -84,6 +84,7 @@ class Route:
         if not callable(handler):
             raise ConfigError(f"handler for {path!r} is not callable: {handler!r}")
         self.method = RequestMethod(method)
+        self.method_name = self.method.name  # Request.method of every request it serves
         self.path = path
         self.key = normalize_path(path)
         self.handler = handler
@@ -133,10 +134,12 @@ class Route:
 
     def _update_plain_sync(self) -> None:
         """plain_sync: answered inside the parser callbacks with no per-request decision
-        (a plain route, a sync handler, no plugins of its own). Kept current as plugins
-        are added or removed; the server's global plugins are checked per request."""
+        (a plain route, a sync handler, no plugins of its own, not HEAD, whose answer has
+        no body). Kept current as plugins are added or removed; the server's global
+        plugins are checked per request."""
         self.plain_sync = (getattr(self, "plain", False) and not self.needs_task
-                           and not self.plugins.plugins)
+                           and not self.plugins.plugins
+                           and self.method is not RequestMethod.HEAD)
 
     def remove(self) -> bool:
         """Unregister this route; True if it was still registered."""

@@ -16,6 +16,7 @@ T = TypeVar("T")
 METHOD_COUNT = len(RequestMethod)
 # Method name as httptools reports it (bytes) -> slot index; unknown methods are absent.
 METHOD_INDEX: dict[bytes, int] = {m.name.encode("ascii"): int(m) for m in RequestMethod}
+_METHOD_NAMES: dict[int, bytes] = {index: name for name, index in METHOD_INDEX.items()}
 _GET = int(RequestMethod.GET)
 _HEAD = int(RequestMethod.HEAD)
 
@@ -35,13 +36,19 @@ def normalize_path(path: str) -> str:
 class Router(Generic[T]):
     """Maps normalized paths to one entry per RequestMethod."""
 
-    __slots__ = ("_table", "_raw_table")
+    __slots__ = ("_table", "_raw_table", "targets")
 
     def __init__(self) -> None:
         self._table: dict[str, list[T | None]] = {}
         # The same slot lists keyed by the UTF-8 bytes of the path, so a request target
         # without percent-escapes is routed without decoding it first.
         self._raw_table: dict[bytes, list[T | None]] = {}
+        # Request targets exactly as most clients send them ("/api/status", and the same
+        # with one trailing slash) -> {method as httptools reports it: entry}. A target
+        # found here needs no query split, no decoding and no normalizing; one not found
+        # may still be routable (query, escapes, extra slashes): ask lookup() then.
+        # Updated in place, never replaced, so a server may keep a reference to it.
+        self.targets: dict[bytes, dict[bytes, T]] = {}
 
     def add(self, method: int, path: str, entry: T) -> T | None:
         """Register `entry` for (method, path); returns the entry it replaced, if any."""
@@ -53,6 +60,7 @@ class Router(Generic[T]):
             self._raw_table[key.encode("utf-8")] = slots
         previous = slots[method]
         slots[method] = entry
+        self._index_targets(key, slots)
         return previous
 
     def remove(self, method: int, path: str, entry: T | None = None) -> bool:
@@ -67,7 +75,19 @@ class Router(Generic[T]):
         if all(slot is None for slot in slots):
             del self._table[key]
             del self._raw_table[key.encode("utf-8")]
+        self._index_targets(key, slots)
         return True
+
+    def _index_targets(self, key: str, slots: list[T | None]) -> None:
+        methods = {_METHOD_NAMES[index]: entry for index, entry in enumerate(slots)
+                   if entry is not None}
+        raw = b"/" + key.encode("utf-8")
+        targets = (raw,) if not key else (raw, raw + b"/")
+        for target in targets:
+            if methods:
+                self.targets[target] = methods
+            else:
+                self.targets.pop(target, None)
 
     def lookup(self, key: str) -> list[T | None] | None:
         """Slots of an already normalized path, or None for an unknown path (404)."""

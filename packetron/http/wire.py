@@ -11,7 +11,7 @@ from packetron.status import STATUS_LINES
 
 __all__ = ["format_date_header", "build_head", "CONTINUE_RESPONSE", "simple_response",
            "KEEP_ALIVE_HEADER", "CLOSE_HEADER", "CHUNKED_HEADER", "encode_chunk",
-           "LAST_CHUNK"]
+           "LAST_CHUNK", "OK_STATUS_LINE", "CONTENT_LENGTH_LINES", "CONTENT_LENGTH_LINES_COUNT"]
 
 CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # HTTP/1.1 is persistent by default, so only 1.0 clients are told "keep-alive".
@@ -19,6 +19,13 @@ KEEP_ALIVE_HEADER = b"connection: keep-alive\r\n"
 CLOSE_HEADER = b"connection: close\r\n"
 CHUNKED_HEADER = b"transfer-encoding: chunked\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
+OK_STATUS_LINE = STATUS_LINES[200]
+# The last header line of a response with a small body, by body length, prebuilt: formatting
+# the number with b"%d" costs more than the rest of joining the head (0.17 against 0.12 us
+# for a whole 200 response).
+CONTENT_LENGTH_LINES_COUNT = 2048
+CONTENT_LENGTH_LINES = tuple(b"content-length: %d\r\n\r\n" % length
+                             for length in range(CONTENT_LENGTH_LINES_COUNT))
 
 
 def format_date_header(epoch_seconds: float) -> bytes:

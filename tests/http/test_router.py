@@ -50,3 +50,29 @@ def test_remove_only_the_registered_entry() -> None:
     assert router.remove(RequestMethod.GET, "x", "second") is True
     assert router.lookup("x") is None
     assert len(router) == 0
+
+
+def test_targets_index_the_plain_forms_of_each_path_by_method_name() -> None:
+    router: Router[str] = Router()
+    router.add(RequestMethod.GET, "/a/b", "get-ab")
+    router.add(RequestMethod.POST, "a/b/", "post-ab")
+    router.add(RequestMethod.GET, "/", "root")
+    assert router.targets == {
+        b"/a/b": {b"GET": "get-ab", b"POST": "post-ab"},
+        b"/a/b/": {b"GET": "get-ab", b"POST": "post-ab"},
+        b"/": {b"GET": "root"},
+    }
+    table = router.targets
+    assert router.remove(RequestMethod.GET, "a/b") is True
+    assert router.targets[b"/a/b"] == {b"POST": "post-ab"}
+    assert router.remove(RequestMethod.POST, "a/b") is True
+    assert router.remove(RequestMethod.GET, "") is True
+    assert router.targets == {}
+    assert router.targets is table  # updated in place: the protocol holds this dict
+
+
+def test_targets_are_utf8_bytes_of_the_path() -> None:
+    router: Router[str] = Router()
+    router.add(RequestMethod.GET, "/café", "c")
+    assert router.targets[b"/caf\xc3\xa9"] == {b"GET": "c"}
+    assert router.lookup_raw("café".encode("utf-8")) is not None
