@@ -283,9 +283,7 @@ class HttpProtocol(asyncio.Protocol):
                 route = methods.get(method)
                 if route is not None and route.plain_sync and not self._globals.plugins:
                     request = Request(self, route.method_name, self._url, "1.1", headers,
-                                      True, route, route.buffered_cap)
-                    request.body_complete = True
-                    request.stage = STAGE_HANDLED
+                                      True, route, route.buffered_cap, True)
                     response = request.response = Response(self, request)
                     self._active = request
                     # _call_sync written out: the call costs ~2% of a GET (callgrind).

@@ -81,7 +81,8 @@ class Request:
 
     def __init__(self, protocol: "HttpProtocol", method: str, target: bytes,
                  http_version: str, raw_headers: list[tuple[bytes, bytes]],
-                 keep_alive: bool, route: "Route | None", body_cap: int | None) -> None:
+                 keep_alive: bool, route: "Route | None", body_cap: int | None,
+                 complete: bool = False) -> None:
         self.method = method
         self._target = target  # path and query are decoded from it on first use
         self.http_version = http_version
@@ -91,8 +92,9 @@ class Request:
         self.body_cap = body_cap   # body bytes allowed before 413 (None: no cap)
         self.response: Response = None  # type: ignore[assignment]  # set by the protocol
         self._protocol = protocol
-        self.body_complete = False
-        self.stage = STAGE_QUEUED
+        # complete: no body follows the head, and the handler is called right away.
+        self.body_complete = complete
+        self.stage = STAGE_HANDLED if complete else STAGE_QUEUED
 
     # ------------------------------------------------------------ headers & URL
 
