@@ -445,7 +445,7 @@ class Connection(StreamReading, asyncio.Protocol):
 
     def _spawn(self, coro: Awaitable[Any], *, fail: bool) -> None:
         loop = self._loop or asyncio.get_running_loop()
-        task = loop.create_task(coro)  # type: ignore[arg-type]
+        task: asyncio.Task[Any] = loop.create_task(coro)  # type: ignore[arg-type]
         if self._tasks is None:
             self._tasks = set()
         self._tasks.add(task)

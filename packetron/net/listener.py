@@ -11,7 +11,7 @@ import errno
 import socket
 import ssl as ssl_module
 from time import monotonic
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from packetron.errors import ConfigError
 from packetron.log import net_logger
@@ -224,7 +224,7 @@ class _ScreeningProtocol(asyncio.Protocol):
         host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         verdict = self._screen.admit(host, monotonic())
         if verdict is not _ACCEPTED:
-            transport.abort()
+            cast(asyncio.Transport, transport).abort()  # a stream server's transport
             report_refused(host, verdict, self._on_reject)
             return
         self._host = host
@@ -260,7 +260,7 @@ class _ScreeningProtocol(asyncio.Protocol):
         self._start(tls)
 
     def _start(self, transport: asyncio.BaseTransport) -> None:
-        inner = self._factory()
+        inner: Any = self._factory()  # an asyncio.Protocol: see start_tcp_listener
         self._inner = inner
         inner.connection_made(transport)
         # Application bytes that came with the end of the handshake, before we got here.

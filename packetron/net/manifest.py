@@ -23,7 +23,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Mapping
 
 from packetron.errors import ConfigError
 from packetron.net.screening import parse_networks
@@ -168,12 +168,11 @@ def _policy(table: Mapping[str, Any], where: str, base_dir: str | None) -> Handl
         policy = replace(policy, allow=_cidrs(table["allow"], f"{where} allow"))
     if "deny" in table:
         policy = replace(policy, deny=_cidrs(table["deny"], f"{where} deny"))
-    for key in ("max_connections", "max_connections_per_ip"):
-        if key in table:
-            value = table[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{where}: {key} must be a positive integer, got {value!r}")
-            policy = replace(policy, **{key: value})
+    if "max_connections" in table:
+        policy = replace(policy, max_connections=_count(table, "max_connections", where))
+    if "max_connections_per_ip" in table:
+        policy = replace(policy, max_connections_per_ip=_count(
+            table, "max_connections_per_ip", where))
     if "rate" in table:
         policy = replace(policy, rate=_positive(table["rate"], f"{where}: rate (per second)"))
     if "idle_timeout" in table:
@@ -183,6 +182,13 @@ def _policy(table: Mapping[str, Any], where: str, base_dir: str | None) -> Handl
         cert, key = _tls(table["tls"], where, base_dir)
         policy = replace(policy, tls_cert=cert, tls_key=key)
     return policy
+
+
+def _count(table: Mapping[str, Any], key: str, where: str) -> int:
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: {key} must be a positive integer, got {value!r}")
+    return value
 
 
 def _cidrs(value: Any, where: str) -> tuple[str, ...]:

@@ -50,9 +50,8 @@ class Framer(Protocol):
 class StreamReading:
     """Read methods of Connection (see there); needs the attributes Connection defines."""
 
-    __slots__ = ()
-
     if TYPE_CHECKING:
+        # Declared for the type checker only: at run time the slots are Connection's.
         _rbuf: bytearray
         _eof: bool
         _waiter: asyncio.Future[None] | None
@@ -63,6 +62,8 @@ class StreamReading:
         _loop: asyncio.AbstractEventLoop | None
 
         def abort(self) -> None: ...
+    else:
+        __slots__ = ()
 
     def _enter_read_mode(self) -> None:
         if self._mode == MODE_MESSAGE:
