@@ -276,12 +276,13 @@ class HttpProtocol(asyncio.Protocol):
         if keep_alive and not self._special and self._host_count == 1 and self._active is None:
             # The common request, answered here with nothing left to decide: HTTP/1.1 (only
             # 1.1 stays alive without a Connection header), no body (no Content-Length,
-            # no Transfer-Encoding), nothing before it still being answered, a plain
-            # synchronous route found by its exact target, and no global plugins.
+            # no Transfer-Encoding), nothing before it still being answered, a synchronous
+            # route without plugins or rate limit, found by its exact target, and no
+            # global plugins.
             methods = self._targets.get(self._url)
             if methods is not None:
                 route = methods.get(method)
-                if route is not None and route.plain_sync and not self._globals.plugins:
+                if route is not None and route.bodiless_inline and not self._globals.plugins:
                     request = Request(self, route.method_name, self._url, "1.1", headers,
                                       True, route, route.buffered_cap, True)
                     response = request.response = Response(self, request)

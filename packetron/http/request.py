@@ -129,6 +129,16 @@ class Request:
             headers = self._headers = Headers(self._raw_headers)
         return headers
 
+    def has_header_among(self, lowercase_names: "frozenset[bytes]") -> bool:
+        """True when the request carries any of these headers (names as lowercase bytes).
+
+        Looks at the raw pairs, so asking costs no Headers mapping.
+        """
+        for name, _ in self._raw_headers:
+            if name.lower() in lowercase_names:
+                return True
+        return False
+
     @property
     def content_type(self) -> str | None:
         return self.headers.get("content-type")

@@ -96,6 +96,11 @@ class Response:
     # ------------------------------------------------------------ whole responses
 
     def _send(self, status: int, content_type: bytes | None, body: bytes) -> None:
+        """Write the whole response: head and body in one write.
+
+        `content_type` is the prebuilt `content-type: ...\r\n` line, or several prebuilt
+        header lines that include it (a cached static file), or None.
+        """
         if self.sent or self.pending:
             raise ResponseAlreadySent("a response was already sent for this request")
         protocol = self._protocol

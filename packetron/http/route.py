@@ -65,6 +65,7 @@ class Route:
 
     __slots__ = ("method", "method_name", "path", "key", "handler", "is_async", "flags", "body_mode",
                  "streams", "needs_task", "buffered_cap", "plain", "plain_sync",
+                 "bodiless_inline",
                  "plugins", "multipart_options", "rate_limiter", "max_request_size_in_bytes",
                  "local_plugins_only", "_server", "__weakref__")
 
@@ -97,6 +98,7 @@ class Route:
         self.needs_task = self.is_async or self.streams
         self.local_plugins_only = bool(flags & HandlerFlags.LOCAL_PLUGINS_ONLY)
         self.plain_sync = False
+        self.bodiless_inline = False
         self.plugins = PluginManager(on_change=self._update_plain_sync)
         for plugin in plugins:
             self.plugins.add(plugin)
@@ -140,6 +142,11 @@ class Route:
         self.plain_sync = (getattr(self, "plain", False) and not self.needs_task
                            and not self.plugins.plugins
                            and self.method is not RequestMethod.HEAD)
+        # The same for a request without a body, where the body mode decides nothing:
+        # DONT_USE_BODY routes (static files among them) qualify too.
+        self.bodiless_inline = (not self.needs_task and not self.plugins.plugins
+                                and getattr(self, "rate_limiter", None) is None
+                                and self.method is not RequestMethod.HEAD)
 
     def remove(self) -> bool:
         """Unregister this route; True if it was still registered."""

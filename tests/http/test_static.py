@@ -434,3 +434,96 @@ def test_send_file_and_download_file_from_handlers(site: pathlib.Path,
         "attachment; filename=\"r_sum_ 2.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%202.pdf")
     assert get(server, "/gone").status_code == 404
     assert get(server, "/awaited").content == b"body{}"
+
+
+# ---------------------------------------------------------------- small-file cache
+
+
+def test_a_cached_answer_is_byte_identical_to_the_first(site: pathlib.Path,
+                                                        serve: Callable[..., Packetron]) -> None:
+    server = serve(site)
+    first = raw_get(server, b"/docs/guide.txt")
+    second = raw_get(server, b"/docs/guide.txt")  # from memory now
+    head_first, _, body_first = first.partition(b"\r\n\r\n")
+    head_second, _, body_second = second.partition(b"\r\n\r\n")
+    assert body_first == body_second == b"guide"
+
+    def fields(head: bytes) -> dict[bytes, bytes]:
+        lines = head.split(b"\r\n")[1:]
+        return {k.lower(): v for k, _, v in (line.partition(b": ") for line in lines)
+                if k.lower() != b"date"}
+
+    assert head_second.split(b"\r\n")[0] == b"HTTP/1.1 200 OK"
+    assert fields(head_first) == fields(head_second)
+    assert fields(head_second)[b"content-length"] == b"5"
+    assert fields(head_second)[b"content-type"] == b"text/plain; charset=utf-8"
+
+
+def test_cached_file_rewritten_with_the_same_size_is_sent_fresh(
+        site: pathlib.Path, serve: Callable[..., Packetron]) -> None:
+    server = serve(site)
+    assert get(server, "/docs/guide.txt").content == b"guide"
+    assert get(server, "/docs/guide.txt").content == b"guide"
+    (site / "docs" / "guide.txt").write_bytes(b"GUIDE")  # same size, new ctime
+    response = get(server, "/docs/guide.txt")
+    assert response.content == b"GUIDE"
+    assert get(server, "/docs/guide.txt").content == b"GUIDE"
+
+
+def test_cached_file_deleted_gives_404(site: pathlib.Path,
+                                       serve: Callable[..., Packetron]) -> None:
+    server = serve(site)
+    for _ in range(2):
+        assert get(server, "/docs/guide.txt").status_code == 200
+    (site / "docs" / "guide.txt").unlink()
+    assert get(server, "/docs/guide.txt").status_code == 404
+    assert still_serves(server)
+
+
+def test_cached_file_still_answers_conditionals_ranges_and_head(
+        site: pathlib.Path, serve: Callable[..., Packetron]) -> None:
+    server = serve(site)
+    etag = get(server, "/docs/guide.txt").headers["etag"]
+    assert get(server, "/docs/guide.txt").status_code == 200  # cached
+    revalidated = get(server, "/docs/guide.txt", headers={"If-None-Match": etag})
+    assert revalidated.status_code == 304 and revalidated.content == b""
+    part = get(server, "/docs/guide.txt", headers={"Range": "bytes=1-2"})
+    assert part.status_code == 206 and part.content == b"ui"
+    assert part.headers["content-range"] == "bytes 1-2/5"
+    head = raw_get(server, b"/docs/guide.txt", method=b"HEAD")
+    assert b"\r\ncontent-length: 5\r\n" in head and head.endswith(b"\r\n\r\n")
+
+
+def test_plugin_headers_reach_cached_answers_and_the_file_type_stays(
+        site: pathlib.Path, make_server: Callable[..., Packetron]) -> None:
+    server = make_server()
+
+    def add_headers(request: Any, response: Any) -> None:
+        response.set_header("Cache-Control", "max-age=60")
+        if request.get_query_params().get("typed"):
+            response.set_header("Content-Type", "text/x-custom")
+
+    server.insert_global_plugin(Plugin.create(handler=add_headers))
+    server.serve(str(site))
+    server.start()
+    for path in ("/docs/guide.txt",) * 3 + ("/docs/guide.txt?typed=1",) * 2:
+        response = get(server, path)
+        assert response.headers["cache-control"] == "max-age=60"
+        # The file's own type is sent, as for an uncached answer.
+        assert response.headers["content-type"] == "text/plain; charset=utf-8"
+        assert response.content == b"guide"
+
+
+def test_unserve_drops_cached_files(site: pathlib.Path,
+                                    make_server: Callable[..., Packetron]) -> None:
+    from packetron.http import static
+
+    server = make_server()
+    server.serve(str(site))
+    server.start()
+    before = static._small_files.total
+    assert get(server, "/docs/guide.txt").content == b"guide"
+    assert static._small_files.total == before + len(b"guide")
+    server.unserve(str(site))
+    assert static._small_files.total == before
+    assert get(server, "/docs/guide.txt").status_code == 404

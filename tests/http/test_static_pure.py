@@ -248,3 +248,26 @@ def test_module_imports_no_io_event_loop_or_clock(module: object) -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert not imported & {"asyncio", "socket", "ssl", "time"}
+
+
+def test_small_file_cache_evicts_the_oldest_within_its_budget() -> None:
+    import os
+
+    from packetron.http.static import _CachedFile, _SmallFileCache, _StaticTarget
+
+    info = os.stat(__file__)
+    cache = _SmallFileCache(limit=10)
+    a, b, c, huge = (_StaticTarget(f"/x/{name}", "/x") for name in "abch")
+    cache.store(a, _CachedFile(info, [("etag", '"1"')], b"aaaa"))
+    cache.store(b, _CachedFile(info, [], b"bbbb"))
+    assert cache.total == 8 and a.cached is not None and b.cached is not None
+    assert a.cached.head_lines == b'etag: "1"\r\n'
+    cache.store(c, _CachedFile(info, [], b"cccc"))  # 12 > 10: the oldest (a) goes
+    assert a.cached is None and b.cached is not None and c.cached is not None
+    assert cache.total == 8
+    cache.store(b, _CachedFile(info, [], b"bb"))  # replacing counts the new size only
+    assert cache.total == 6
+    cache.store(huge, _CachedFile(info, [], b"h" * 11))  # bigger than the budget: never
+    assert huge.cached is None and cache.total == 6
+    cache.forget(c)
+    assert c.cached is None and cache.total == 2
