@@ -1,15 +1,16 @@
-"""HTTP benchmark: packetron against the ceiling and uvicorn, in one run.
+"""HTTP benchmark: packetron against the ceiling, uvicorn, fastify and granian, in one run.
 
 For each server: start it pinned to one CPU, wait until it answers, check its two
 responses, then load it with ``wrk`` pinned to another CPU -- ``GET /api/status`` and
 ``POST /api/echo`` with a ~200-byte JSON body -- and stop it. Rounds are interleaved and
 the server order rotates per round, so slow drift in machine load hits every server
 alike. It prints per server the median req/s, p99 latency and peak RSS, then the ratios
-to the ceiling and to uvicorn, and which peer each server came closest to.
+to the ceiling and to each peer, which peer each server came closest to, and whether
+packetron met its targets: at least 0.70x the ceiling, and ahead of every peer that ran.
 
 Usage (from the repository root)::
 
-    .venv/bin/python bench/http.py [--duration 5] [--rounds 3] [--json FILE]
+    .venv/bin/python bench/http.py [--duration 5] [--rounds 3] [--servers LIST] [--json FILE]
 
 See bench/README.md for what the numbers mean.
 """
@@ -119,6 +120,83 @@ def _uvicorn_unavailable() -> str | None:
     return None
 
 
+def _granian_cmd(port: int) -> list[str]:
+    # One worker process with one single-threaded Rust runtime: one core, like the others.
+    # (granian's supervisor process stays alive beside the worker; it is idle.)
+    return [
+        sys.executable, "-m", "granian", "--interface", "rsgi",
+        "--host", HOST, "--port", str(port),
+        "--workers", "1", "--runtime-mode", "st", "--runtime-threads", "1",
+        "--loop", "uvloop", "--no-ws", "--log-level", "warning",
+        "bench.granian_app:app",
+    ]  # fmt: skip
+
+
+def _granian_unavailable() -> str | None:
+    missing = [name for name in ("granian", "uvloop") if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"not installed in this interpreter: {', '.join(missing)}; install with: " + (
+            f"{sys.executable} -m pip install {' '.join(missing)}"
+        )
+    return None
+
+
+FASTIFY_DIR = os.path.join(BENCH_DIR, "fastify")
+FASTIFY_SERVER = os.path.join(FASTIFY_DIR, "server.js")
+# Fastify 5 supports Node.js 20 and later.
+NODE_MIN_MAJOR = 20
+
+
+def _fastify_cmd(port: int) -> list[str]:
+    return ["node", FASTIFY_SERVER, "--host", HOST, "--port", str(port)]
+
+
+def _node_major() -> int | None:
+    """The installed Node.js major version, or None when node is missing or unreadable."""
+    if not shutil.which("node"):
+        return None
+    try:
+        done = subprocess.run(
+            ["node", "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+        return int(done.stdout.strip().lstrip("v").split(".")[0])
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+
+
+def _fastify_installed() -> bool:
+    """node_modules holds the Fastify version package-lock.json pins (not a stale one)."""
+    try:
+        with open(os.path.join(FASTIFY_DIR, "package-lock.json")) as f:
+            wanted = json.load(f)["packages"]["node_modules/fastify"]["version"]
+        with open(os.path.join(FASTIFY_DIR, "node_modules", "fastify", "package.json")) as f:
+            installed = json.load(f)["version"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return isinstance(installed, str) and installed == wanted
+
+
+def _fastify_unavailable() -> str | None:
+    if not shutil.which("node"):
+        return (
+            f"node is not installed; install Node.js >= {NODE_MIN_MAJOR} with npm "
+            "(Debian/Ubuntu: sudo apt-get install -y nodejs npm, if the release ships "
+            f"Node.js >= {NODE_MIN_MAJOR}; otherwise from nodejs.org)"
+        )
+    major = _node_major()
+    if major is None:
+        return "`node --version` gave no version number; check the Node.js install"
+    if major < NODE_MIN_MAJOR:
+        return f"Node.js {major} is too old for Fastify 5; it needs Node.js >= {NODE_MIN_MAJOR}"
+    if not _fastify_installed():
+        npm_hint = "" if shutil.which("npm") else " once npm is installed (Debian: npm)"
+        return (
+            "Fastify is not installed in bench/fastify/node_modules (or does not match "
+            f"package-lock.json); install it with: (cd bench/fastify && npm ci){npm_hint}"
+        )
+    return None
+
+
 SERVERS = (
     ServerSpec(
         "ceiling",
@@ -134,13 +212,30 @@ SERVERS = (
         unavailable=_uvicorn_unavailable,
     ),
     ServerSpec(
+        "fastify",
+        "Fastify 5 on Node.js, one process (bench/fastify/server.js), logger off",
+        _fastify_cmd,
+        expected_status_body={"status": "ok"},
+        unavailable=_fastify_unavailable,
+    ),
+    ServerSpec(
+        "granian",
+        "granian + raw RSGI app, one worker, single-threaded runtime, uvloop",
+        _granian_cmd,
+        expected_status_body={"status": "ok"},
+        unavailable=_granian_unavailable,
+    ),
+    ServerSpec(
         "packetron",
         "examples/app.py --workers 1",
         _packetron_cmd,
         unavailable=_packetron_unavailable,
     ),
 )
-PEERS = ("ceiling", "uvicorn")
+# Servers packetron is compared with. Apart from the ceiling (a measuring stick, not a
+# competitor), packetron's target is to be ahead of each of them in the same run.
+PEERS = ("ceiling", "uvicorn", "fastify", "granian")
+RIVALS = tuple(peer for peer in PEERS if peer != "ceiling")
 
 
 class ServerFailed(Exception):
@@ -460,11 +555,18 @@ def ensure_wrk(install: bool) -> bool:
     return False
 
 
-def ensure_python_packages(install: bool) -> None:
-    """Install uvicorn (and the ceiling's httptools/uvloop) if this venv lacks them."""
-    missing = [
-        name for name in ("uvicorn", "httptools", "uvloop") if not importlib.util.find_spec(name)
-    ]
+# The Python packages each server needs in this interpreter (packetron's own come with it).
+PYTHON_PACKAGES = {
+    "ceiling": ("httptools", "uvloop"),
+    "uvicorn": ("uvicorn", "httptools", "uvloop"),
+    "granian": ("granian", "uvloop"),
+}
+
+
+def ensure_python_packages(install: bool, servers: set[str]) -> None:
+    """Install what the chosen servers need in this venv (uvicorn, granian, httptools, uvloop)."""
+    needed = dict.fromkeys(pkg for name in servers for pkg in PYTHON_PACKAGES.get(name, ()))
+    missing = [name for name in needed if not importlib.util.find_spec(name)]
     if not missing:
         return
     in_venv = sys.prefix != sys.base_prefix
@@ -480,6 +582,44 @@ def ensure_python_packages(install: bool) -> None:
             f"{sys.executable} -m pip install {' '.join(missing)}",
             file=sys.stderr,
         )
+
+
+def ensure_fastify(install: bool, servers: set[str]) -> None:
+    """Get Node.js (as wrk: apt-get, only as root) and ``npm ci`` Fastify into bench/fastify.
+
+    Whatever is still missing afterwards is reported by the fastify server's
+    ``unavailable`` check, which skips it.
+    """
+    if "fastify" not in servers or not install:
+        return
+    if not shutil.which("node") and os.geteuid() == 0 and shutil.which("apt-get"):
+        print("node is missing; installing nodejs and npm with apt-get ...", flush=True)
+
+        def apt_get(*words: str) -> int:
+            return subprocess.run(
+                ["apt-get", *words], stdout=subprocess.DEVNULL, check=False
+            ).returncode
+
+        if apt_get("install", "-y", "nodejs", "npm") != 0:
+            apt_get("update")
+            apt_get("install", "-y", "nodejs", "npm")
+    major = _node_major()
+    if (
+        major is None
+        or major < NODE_MIN_MAJOR
+        or not shutil.which("npm")
+        or _fastify_installed()
+    ):
+        return
+    where = os.path.relpath(FASTIFY_DIR, REPO_ROOT)
+    print(f"installing Fastify into {where}/node_modules with npm ci ...", flush=True)
+    # npm ci installs exactly what package-lock.json pins, replacing any node_modules.
+    subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=FASTIFY_DIR,
+        stdout=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def choose_cpus(server_cpu: int, client_cpu: int) -> tuple[int | None, int | None]:
@@ -597,22 +737,23 @@ def print_report(summary: dict[str, dict[str, Any]], rounds: int) -> None:
         print("! = some rounds had non-2xx answers or socket errors (see the log above)")
 
     table = ratios(summary)
+    # Only the peers that ran get a column: a column of "-" says nothing.
+    peers_run = [peer for peer in PEERS if peer in summary]
     print()
     print("Ratios of median req/s, same run (read 'x uvicorn' through the ceiling):")
-    head = f"{'server':<11}" + "".join(
-        f"{endpoint + ' / ' + peer:>17}" for endpoint in ENDPOINTS for peer in PEERS
-    )
-    print(head)
-    print("-" * len(head))
-    for name, row in table.items():
-        print(
-            f"{name:<11}"
-            + "".join(
-                _fmt(row[f"{endpoint}/{peer}"], ".2f", 16) + "x"
-                for endpoint in ENDPOINTS
-                for peer in PEERS
-            )
+    for endpoint in ENDPOINTS:
+        head = f"{'server':<11}" + "".join(
+            f"{endpoint + ' / ' + peer:>16}" for peer in peers_run
         )
+        print(head)
+        print("-" * len(head))
+        for name, row in table.items():
+            print(
+                f"{name:<11}"
+                + "".join(_fmt(row[f"{endpoint}/{peer}"], ".2f", 15) + "x" for peer in peers_run)
+            )
+        if endpoint != ENDPOINTS[-1]:
+            print()
 
     print()
     print("Server CPU time per request (user + system; hardly moved by other load on the")
@@ -640,16 +781,42 @@ def print_report(summary: dict[str, dict[str, Any]], rounds: int) -> None:
         if parts:
             print(f"{name} is closest to -> " + "; ".join(parts))
         for endpoint in ENDPOINTS:
-            vs_ceiling = table[name][f"{endpoint}/ceiling"]
-            vs_uvicorn = table[name][f"{endpoint}/uvicorn"]
-            if vs_ceiling is None:
-                continue
-            ok = vs_ceiling >= 0.7 and (vs_uvicorn is None or vs_uvicorn > 1.0)
-            print(
-                f"  target {endpoint}: >= 0.70x ceiling and ahead of uvicorn -> "
-                f"{'met' if ok else 'NOT met'} ({vs_ceiling:.2f}x ceiling"
-                + (f", {vs_uvicorn:.2f}x uvicorn)" if vs_uvicorn is not None else ")")
-            )
+            for line in target_lines(table[name], endpoint, set(summary)):
+                print("  " + line)
+
+
+# packetron's targets: this share of the ceiling's req/s, and more req/s than each rival.
+CEILING_TARGET = 0.70
+
+
+def target_lines(row: dict[str, float | None], endpoint: str, ran: set[str]) -> list[str]:
+    """The target verdicts for one server and endpoint, from its row of ``ratios()``."""
+    lines = []
+    vs_ceiling = row[f"{endpoint}/ceiling"]
+    if vs_ceiling is not None:
+        verdict = "met" if vs_ceiling >= CEILING_TARGET else "NOT met"
+        lines.append(
+            f"target {endpoint}: >= {CEILING_TARGET:.2f}x ceiling -> "
+            f"{verdict} ({vs_ceiling:.2f}x ceiling)"
+        )
+    # A rival that did not run (skipped, or failed in some round) cannot be claimed beaten.
+    measured = [peer for peer in RIVALS if peer in ran and row[f"{endpoint}/{peer}"] is not None]
+    absent = [peer for peer in RIVALS if peer not in measured]
+    if not measured:
+        lines.append(f"target {endpoint}: ahead of every peer -> not measured (no peer ran)")
+        return lines
+    ahead = all((row[f"{endpoint}/{peer}"] or 0.0) > 1.0 for peer in measured)
+    which = ", ".join(measured)
+    scope = (
+        f"every peer ({which})"
+        if not absent
+        else f"every peer that ran ({which}; not run: {', '.join(absent)})"
+    )
+    figures = ", ".join(f"{row[f'{endpoint}/{peer}']:.2f}x {peer}" for peer in measured)
+    lines.append(
+        f"target {endpoint}: ahead of {scope} -> {'met' if ahead else 'NOT met'} ({figures})"
+    )
+    return lines
 
 
 # -------------------------------------------------------------------------- main
@@ -696,7 +863,8 @@ def measure_server(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Benchmark packetron's HTTP server against the ceiling and uvicorn."
+        description="Benchmark packetron's HTTP server against the ceiling, uvicorn, "
+        "fastify and granian."
     )
     parser.add_argument("--duration", type=int, default=5, help="whole seconds per wrk run (5)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
@@ -709,20 +877,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated subset of: " + ", ".join(s.name for s in SERVERS))
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--no-install", action="store_true",
-                        help="never install wrk or Python packages; just say what is missing")
+                        help="never install wrk, Node.js, Python or npm packages; "
+                        "just say what is missing")
     args = parser.parse_args(argv)
     if args.duration < 1 or args.rounds < 1 or args.connections < 1 or args.warmup < 0:
         parser.error("--duration, --rounds and --connections must be positive (whole seconds)")
-
-    if not ensure_wrk(not args.no_install):
-        return 2
-    ensure_python_packages(not args.no_install)
-    cpus = choose_cpus(args.server_cpu, args.client_cpu)
 
     wanted = {name.strip() for name in args.servers.split(",") if name.strip()}
     unknown = wanted - {s.name for s in SERVERS}
     if unknown:
         parser.error(f"unknown server(s): {', '.join(sorted(unknown))}")
+
+    if not ensure_wrk(not args.no_install):
+        return 2
+    ensure_python_packages(not args.no_install, wanted)
+    ensure_fastify(not args.no_install, wanted)
+    cpus = choose_cpus(args.server_cpu, args.client_cpu)
+
     specs: list[ServerSpec] = []
     for spec in SERVERS:
         if spec.name not in wanted:
