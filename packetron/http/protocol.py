@@ -235,7 +235,7 @@ class HttpProtocol(asyncio.Protocol):
         # Few headers matter before routing; compare lengths first to skip lower().
         length = len(name)
         if length == 4:
-            if name.lower() == b"host":
+            if name == b"Host" or name.lower() == b"host":  # most clients send "Host"
                 self._host_count += 1
         elif length in _WATCHED_LENGTHS:
             self._watch_header(name.lower(), value)
