@@ -1,4 +1,5 @@
-"""Helpers for the net tests: run a coroutine with a deadline, a fake transport, TLS certs.
+"""Helpers for the net tests: run a coroutine with a deadline, a fake transport, TLS certs,
+a raw-bytes server.
 
 Imported by name (`from nethelp import run`); pytest puts this directory on sys.path.
 """
@@ -187,3 +188,44 @@ def stop_process(proc: Any) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class RawServer:
+    """A loopback server speaking raw bytes (asyncio streams), for wire layouts and input no
+    well-behaved peer would send.
+
+    `script(reader, writer)` runs for each connection; the connection closes when it
+    returns, or, with `keep_reading=True`, once the client has sent EOF, everything it sent
+    after the script kept in `received`. `done` is set when a connection has ended.
+    """
+
+    def __init__(self, script: Any, *, keep_reading: bool = False) -> None:
+        self.script = script
+        self.keep_reading = keep_reading
+        self.received = bytearray()
+        self.done = asyncio.Event()
+        self.port = 0
+
+    async def __aenter__(self) -> "RawServer":
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self.script(reader, writer)
+            while self.keep_reading and (chunk := await reader.read(65536)):
+                self.received += chunk
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.done.set()
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except ConnectionError:
+                pass

@@ -5,7 +5,7 @@ import asyncio
 import logging
 
 import pytest
-from nethelp import run
+from nethelp import RawServer, run
 
 from packetron.errors import (
     BufferFull,
@@ -489,39 +489,6 @@ def test_server_side_abort_fails_client_pending_calls():
 # ---------------------------------------------------------------- bad peers (raw sockets)
 
 
-class RawPeer:
-    """A server that speaks raw bytes, for input no well-behaved peer would send."""
-
-    def __init__(self, script):
-        self.script = script
-        self.received = bytearray()
-        self.eof = asyncio.Event()
-
-    async def __aenter__(self):
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc):
-        self.server.close()
-        await self.server.wait_closed()
-
-    async def _handle(self, reader, writer):
-        try:
-            await self.script(reader, writer, self)
-            while chunk := await reader.read(65536):
-                self.received += chunk
-        except ConnectionError:
-            pass
-        finally:
-            self.eof.set()
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except ConnectionError:
-                pass
-
-
 async def read_request(reader):
     head = await reader.readexactly(9)
     body = await reader.readexactly(int.from_bytes(head[1:5], "big"))
@@ -535,12 +502,12 @@ async def client_against(peer, **handlers):
 
 
 def test_malformed_header_type_3_fails_pending_and_says_goodbye():
-    async def script(reader, writer, peer):
+    async def script(reader, writer):
         await read_request(reader)
         writer.write(bytes.fromhex("0b 00000002 ffffffff 0000"))  # stream+type 3
 
     async def main():
-        async with RawPeer(script) as peer:
+        async with RawServer(script, keep_reading=True) as peer:
             closes = []
             ps, conn = await client_against(peer, close=closes.append)
             task = ps.start(conn)
@@ -550,7 +517,7 @@ def test_malformed_header_type_3_fails_pending_and_says_goodbye():
             with pytest.raises(ConnectionClosed) as info:
                 await pending
             assert isinstance(info.value.__cause__, FramingError)
-            await peer.eof.wait()
+            await peer.done.wait()
             assert bytes(peer.received) == GOODBYE_BYTES  # like Node: GOODBYE, then FIN
             assert isinstance(closes[0], FramingError)
             assert conn.state == "closed"
@@ -559,11 +526,11 @@ def test_malformed_header_type_3_fails_pending_and_says_goodbye():
 
 
 def test_frame_over_the_limit_is_refused_at_its_header():
-    async def script(reader, writer, peer):
+    async def script(reader, writer):
         writer.write(bytes.fromhex("00 00100000 00000000"))  # announces 1 MiB, sends none
 
     async def main():
-        async with RawPeer(script) as peer:
+        async with RawServer(script, keep_reading=True) as peer:
             conn = await open_connection("127.0.0.1", peer.port)
             ps = PacketStream(max_body_size=1024)
             with pytest.raises(FrameTooLarge):
@@ -573,13 +540,13 @@ def test_frame_over_the_limit_is_refused_at_its_header():
 
 
 def test_truncated_header_then_eof_closes_with_connection_closed():
-    async def script(reader, writer, peer):
+    async def script(reader, writer):
         await read_request(reader)
         writer.write(bytes.fromhex("02 000000"))
         writer.write_eof()
 
     async def main():
-        async with RawPeer(script) as peer:
+        async with RawServer(script, keep_reading=True) as peer:
             closes = []
             ps, conn = await client_against(peer, close=closes.append)
             task = ps.start(conn)
@@ -592,12 +559,12 @@ def test_truncated_header_then_eof_closes_with_connection_closed():
 
 
 def test_answer_to_unknown_request_id_is_ignored():
-    async def script(reader, writer, peer):
+    async def script(reader, writer):
         pkt = await read_request(reader)
         writer.write(encode_packet(-999, "stray") + encode_packet(-pkt.req, "real"))
 
     async def main():
-        async with RawPeer(script) as peer:
+        async with RawServer(script, keep_reading=True) as peer:
             ps, conn = await client_against(peer)
             task = ps.start(conn)
             assert await ps.request("q") == "real"
@@ -608,12 +575,12 @@ def test_answer_to_unknown_request_id_is_ignored():
 
 
 def test_peer_vanishing_mid_request_fails_it_instead_of_hanging():
-    async def script(reader, writer, peer):
+    async def script(reader, writer):
         await read_request(reader)
         writer.transport.abort()  # RST, no GOODBYE
 
     async def main():
-        async with RawPeer(script) as peer:
+        async with RawServer(script, keep_reading=True) as peer:
             ps, conn = await client_against(peer)
             task = ps.start(conn)
             with pytest.raises(ConnectionClosed):
@@ -626,12 +593,12 @@ def test_peer_vanishing_mid_request_fails_it_instead_of_hanging():
 
 
 def test_goodbye_with_open_stream_ends_it_with_connection_closed():
-    async def script(reader, writer, peer):
+    async def script(reader, writer):
         await read_request(reader)
         writer.write(GOODBYE_BYTES)
 
     async def main():
-        async with RawPeer(script) as peer:
+        async with RawServer(script, keep_reading=True) as peer:
             ps, conn = await client_against(peer)
             task = ps.start(conn)
             s = ps.stream()
@@ -663,14 +630,14 @@ def test_handler_exception_in_message_is_logged_not_fatal(caplog):
 
 
 def test_answer_arriving_one_byte_at_a_time_is_reassembled():
-    async def script(reader, writer, peer):
+    async def script(reader, writer):
         pkt = await read_request(reader)
         for byte in encode_packet(-pkt.req, {"split": "everywhere"}):
             writer.write(bytes([byte]))
             await writer.drain()
 
     async def main():
-        async with RawPeer(script) as peer:
+        async with RawServer(script, keep_reading=True) as peer:
             ps, conn = await client_against(peer)
             task = ps.start(conn)
             assert await ps.request("q") == {"split": "everywhere"}
@@ -683,13 +650,13 @@ def test_answer_arriving_one_byte_at_a_time_is_reassembled():
 def test_buffer_full_when_the_peer_stops_reading():
     release = None
 
-    async def script(reader, writer, peer):
+    async def script(reader, writer):
         await release.wait()
 
     async def main():
         nonlocal release
         release = asyncio.Event()
-        async with RawPeer(script) as peer:
+        async with RawServer(script, keep_reading=True) as peer:
             conn = await open_connection("127.0.0.1", peer.port, warn_buffer_bytes=64 * 1024,
                                          max_buffer_bytes=256 * 1024)
             ps = PacketStream()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from nethelp import run
+from nethelp import RawServer, run
 
 from packetron.errors import (
     BufferFull,
@@ -52,36 +52,6 @@ class RpcServer:
         while len(self.errors) < count:
             self._error_seen.clear()
             await self._error_seen.wait()
-
-
-class RawServer:
-    """A server speaking raw bytes (asyncio streams) for layouts and bad input."""
-
-    def __init__(self, script):
-        self.script = script
-        self.done = asyncio.Event()
-
-    async def __aenter__(self):
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc):
-        self.server.close()
-        await self.server.wait_closed()
-
-    async def _handle(self, reader, writer):
-        try:
-            await self.script(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self.done.set()
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except ConnectionError:
-                pass
 
 
 async def read_frame(reader):
