@@ -10,6 +10,14 @@ inode of every .py file): a changed entry is loaded anew and takes the new conne
 while the old version finishes its own; a new entry opens its port; a removed one
 closes it; a file that fails to import is logged and the running version stays. When
 supporting code changes, every entry is reloaded with fresh imports.
+
+A manifest given as a file path is watched the same way (mtime, size and inode). A new
+version that parses applies to new connections and datagrams of every handler whose
+policy changed; live TCP connections keep the listener (and policy) they came in on
+until they end, and are never cut by the change (caps count the connections taken since).
+A TCP port changes hands without being closed: the new listener takes over the old one's
+socket. A manifest that fails to parse, or is deleted, is logged once and the current
+policies stay.
 """
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ import re
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import fields
 from types import ModuleType
 from typing import Any
 
@@ -94,7 +103,7 @@ class _Entry:
     """One claimed (protocol, port) and the file serving it."""
 
     __slots__ = ("current", "entry", "filename", "fingerprint", "generation", "owners", "path",
-                 "policy", "screen", "server", "transport", "versions")
+                 "policy", "retired", "screen", "server", "transport", "versions")
 
     def __init__(self, filename: str, path: str, entry: EntryName, policy: HandlerPolicy) -> None:
         self.filename = filename
@@ -106,6 +115,8 @@ class _Entry:
         self.current: _Version | None = None
         self.versions: list[_Version] = []  # every version not yet closed
         self.server: TcpServer | None = None
+        # Listeners replaced by a policy change, still serving the connections they took.
+        self.retired: list[TcpServer] = []
         self.owners: dict[Connection, _Version] = {}  # live connection → its version
         self.transport: asyncio.DatagramTransport | None = None
         self.screen: Screen | None = None
@@ -133,13 +144,21 @@ class _Entry:
             if version is not self.current:
                 version.check_idle()
 
+    def servers(self) -> list[TcpServer]:
+        """The listener and every retired one still holding connections (TCP)."""
+        current = [self.server] if self.server is not None else []
+        return current + self.retired
+
 
 class Broker:
     """Serve every entry file of `directory` on its port, hot-reloading on change.
 
     Args:
         directory: the folder of handlers.
-        manifest: a TOML file path, a Manifest, or a dict of handler tables.
+        manifest: a TOML file path, a Manifest, or a dict of handler tables. A file is
+            watched like the folder: a changed version that parses applies to new
+            connections and datagrams (open connections keep their policy); one that
+            does not parse, or a deleted file, is logged and the current one stays.
         host: address every port binds to.
         shared: the store behind ctx.shared: a store object, a URL ("redis://...") or
             None for an in-memory one.
@@ -162,6 +181,8 @@ class Broker:
     ) -> None:
         self.directory = os.path.abspath(os.fspath(directory))
         self.host = host
+        self._manifest_path: str | None = None
+        self._manifest_fp: Fingerprint | None = None
         if manifest is None:
             self.manifest = Manifest()
         elif isinstance(manifest, Manifest):
@@ -169,7 +190,13 @@ class Broker:
         elif isinstance(manifest, Mapping):
             self.manifest = manifest_from_mapping(manifest)
         else:
-            self.manifest = load_manifest(manifest)
+            self._manifest_path = os.fspath(manifest)
+            # Stat before reading: an edit in between shows up as a change at the next scan.
+            try:
+                self._manifest_fp = _file_fingerprint(self._manifest_path)
+            except OSError:
+                pass  # load_manifest() reports it
+            self.manifest = load_manifest(self._manifest_path)
         self._shared_arg = shared
         if isinstance(shared, str):
             check_store_url(shared)  # refuse a bad URL now, not at start()
@@ -181,6 +208,7 @@ class Broker:
         self._draining: set[_Entry] = set()  # removed entries whose connections remain
         self._claims: dict[tuple[str, int], str] = {}  # (protocol, port) → file name
         self._failed: dict[str, tuple[Fingerprint, bool]] = {}  # name → (fp, conflict)
+        self._listen_failed: set[str] = set()  # failed to open its port (TLS, bind)
         self._scan = FolderScan()
         self._lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
@@ -230,9 +258,7 @@ class Broker:
             sys.path.insert(0, self.directory)
             self._added_path = True
         await self.rescan()
-        for name in self.manifest.names():
-            if not any(e.entry.name == name for e in self._entries.values()):
-                _log.warning("manifest has a table for %r but no such handler file", name)
+        self._warn_unused_tables()
         if self.poll_interval is not None:
             self._poller = asyncio.get_running_loop().create_task(self._poll())
 
@@ -260,9 +286,7 @@ class Broker:
                     await e.server.stop_listening()
                 if e.transport is not None:
                     e.transport.close()
-            await asyncio.gather(
-                *(e.server.close(timeout) for e in entries if e.server is not None)
-            )
+            await asyncio.gather(*(s.close(timeout) for e in entries for s in e.servers()))
             for task in list(self._background):
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -286,6 +310,7 @@ class Broker:
         self._purge_support_modules([])
         self._scan = FolderScan()
         self._failed.clear()
+        self._listen_failed.clear()
 
     async def serve_forever(self) -> None:
         """start() if needed, then run until cancelled; stop() on the way out."""
@@ -315,44 +340,99 @@ class Broker:
     # ------------------------------------------------------------ scanning
 
     async def rescan(self) -> None:
-        """Scan the folder now and apply what changed (the poller calls this)."""
+        """Scan the folder and the manifest file now and apply what changed.
+
+        The poller calls this.
+        """
         async with self._lock:
             if not self._running:
                 return
-            try:
-                scan = scan_folder(self.directory)
-            except OSError as exc:
-                _log.error("cannot read %s: %s; serving what is loaded", self.directory, exc)
-                return
-            changes = diff_scans(self._scan, scan)
-            old_support, self._scan = self._scan.support, scan
-            for filename in changes.removed:
-                self._failed.pop(filename, None)
-                entry = self._entries.pop(filename, None)
-                if entry is not None:
-                    await self._remove(entry)
-            if changes.support_changed:
-                self._purge_support_modules(
-                    [rel for rel, fp in scan.support.items() if old_support.get(rel) != fp]
-                )
-            # The older file claims first, so when two claim one port the later is refused.
-            for filename in sorted(scan.entries, key=lambda n: (scan.entries[n][0], n)):
-                fp = scan.entries[filename]
-                entry = self._entries.get(filename)
-                if entry is not None:
-                    if entry.fingerprint != fp or changes.support_changed:
-                        await self._reload(entry, fp)
+            manifest = self._read_changed_manifest()
+            if manifest is not None:
+                # Entries added by this scan are opened with the new policies already,
+                # and those whose port failed to open (a TLS file, say) are tried again.
+                self.manifest = manifest
+                for filename in self._listen_failed:
+                    self._failed.pop(filename, None)
+                self._listen_failed.clear()
+            await self._scan_folder()
+            if manifest is not None:
+                for entry in list(self._entries.values()):
+                    policy = manifest.policy_for(entry.entry.name)
+                    if policy != entry.policy:
+                        await self._apply_policy(entry, policy)
+                self._warn_unused_tables()
+
+    def _read_changed_manifest(self) -> Manifest | None:
+        """The manifest file's new version, or None when unchanged or unusable."""
+        path = self._manifest_path
+        if path is None:
+            return None
+        try:
+            fp: Fingerprint | None = _file_fingerprint(path)
+        except FileNotFoundError:
+            fp = None
+        except OSError as exc:
+            _log.error("cannot stat manifest %s: %s; the current policies stay", path, exc)
+            return None
+        if fp == self._manifest_fp:
+            return None
+        self._manifest_fp = fp  # a bad version is reported once, not at every scan
+        if fp is None:
+            _log.error("manifest %s was deleted; the current policies stay", path)
+            return None
+        try:
+            manifest = load_manifest(path)
+        except ConfigError as exc:
+            # load_manifest's messages name the file already.
+            _log.error("manifest not applied, the current policies stay: %s", exc)
+            return None
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8
+            _log.error("manifest %s not applied, the current policies stay: %s", path, exc)
+            return None
+        _log.info("manifest %s reloaded", path)
+        return manifest
+
+    def _warn_unused_tables(self) -> None:
+        for name in self.manifest.names():
+            if not any(e.entry.name == name for e in self._entries.values()):
+                _log.warning("manifest has a table for %r but no such handler file", name)
+
+    async def _scan_folder(self) -> None:
+        try:
+            scan = scan_folder(self.directory)
+        except OSError as exc:
+            _log.error("cannot read %s: %s; serving what is loaded", self.directory, exc)
+            return
+        changes = diff_scans(self._scan, scan)
+        old_support, self._scan = self._scan.support, scan
+        for filename in changes.removed:
+            self._failed.pop(filename, None)
+            entry = self._entries.pop(filename, None)
+            if entry is not None:
+                await self._remove(entry)
+        if changes.support_changed:
+            self._purge_support_modules(
+                [rel for rel, fp in scan.support.items() if old_support.get(rel) != fp]
+            )
+        # The older file claims first, so when two claim one port the later is refused.
+        for filename in sorted(scan.entries, key=lambda n: (scan.entries[n][0], n)):
+            fp = scan.entries[filename]
+            entry = self._entries.get(filename)
+            if entry is not None:
+                if entry.fingerprint != fp or changes.support_changed:
+                    await self._reload(entry, fp)
+                continue
+            failed = self._failed.get(filename)
+            if failed is not None:
+                old_fp, conflict = failed
+                retry = old_fp != fp or changes.support_changed
+                if conflict and not retry:
+                    name = parse_entry_name(filename)
+                    retry = name is not None and name.key not in self._claims
+                if not retry:
                     continue
-                failed = self._failed.get(filename)
-                if failed is not None:
-                    old_fp, conflict = failed
-                    retry = old_fp != fp or changes.support_changed
-                    if conflict and not retry:
-                        name = parse_entry_name(filename)
-                        retry = name is not None and name.key not in self._claims
-                    if not retry:
-                        continue
-                await self._add(filename, fp)
+            await self._add(filename, fp)
 
     def _purge_support_modules(self, changed: list[str]) -> None:
         """Forget imported supporting code so the next imports read the new files."""
@@ -397,6 +477,7 @@ class Broker:
             version.ctx.signal._fire("stop")
             await self._run_close(entry, version)
             self._fail(filename, fp, f"cannot open {name.protocol} port {name.port}: {exc}")
+            self._listen_failed.add(filename)
             return
         version.ctx._transport = entry.transport
         entry.current = version
@@ -440,9 +521,9 @@ class Broker:
         self._spawn(self._drain_removed(entry))
 
     async def _drain_removed(self, entry: _Entry) -> None:
-        if entry.server is not None:
-            await entry.server.wait_idle(self.reload_grace)
-            await entry.server.close(STOP_TIMEOUT_SECONDS)
+        servers = entry.servers()
+        await asyncio.gather(*(s.wait_idle(self.reload_grace) for s in servers))
+        await asyncio.gather(*(s.close(STOP_TIMEOUT_SECONDS) for s in servers))
         for v in list(entry.versions):
             await self._run_close(entry, v)
         self._draining.discard(entry)
@@ -513,33 +594,13 @@ class Broker:
     # ------------------------------------------------------------ listeners
 
     async def _open_listener(self, entry: _Entry) -> None:
-        p, e = entry.policy, entry.entry
+        e = entry.entry
         if e.protocol == "tcp":
-            server = TcpServer(
-                e.port,
-                self.host,
-                ssl=server_context(p.tls_cert, p.tls_key) if p.tls_cert else None,
-                allow=p.allow,
-                deny=p.deny,
-                max_connections=p.max_connections,
-                max_connections_per_ip=p.max_connections_per_ip,
-                rate=p.rate,
-                idle_timeout=p.idle_timeout,
-            )
-            server.on_connection(entry.dispatch)
-            server._on_closed = entry.connection_closed
-            server.on_error(lambda exc, conn: self._handler_failed(entry, exc, conn))
+            server = self._tcp_server(entry, entry.policy)
             await server.listen()
             entry.server = server
             return
-        d = self.manifest.defaults  # values inherited from "*" are not this handler's doing
-        if (p.tls_cert, p.max_connections, p.max_connections_per_ip, p.idle_timeout) != (
-            d.tls_cert, d.max_connections, d.max_connections_per_ip, d.idle_timeout
-        ):
-            _log.warning("%s: tls, max_connections* and idle_timeout do not apply to UDP; "
-                         "ignored", entry.filename)
-        screen = Screen(allow=p.allow, deny=p.deny, rate=p.rate)
-        entry.screen = None if screen.is_noop else screen
+        entry.screen = self._udp_screen(entry, entry.policy)
         sock = bind_udp_socket(self.host, e.port)
         try:
             transport, _ = await start_udp_listener(lambda: _DatagramProtocol(self, entry), sock)
@@ -547,6 +608,74 @@ class Broker:
             sock.close()
             raise
         entry.transport = transport  # type: ignore[assignment]
+
+    def _tcp_server(self, entry: _Entry, p: HandlerPolicy) -> TcpServer:
+        """A TcpServer for entry's port under policy p, not yet listening.
+
+        Raises:
+            ConfigError: the TLS files cannot be loaded.
+        """
+        server = TcpServer(
+            entry.entry.port,
+            self.host,
+            ssl=server_context(p.tls_cert, p.tls_key) if p.tls_cert else None,
+            allow=p.allow,
+            deny=p.deny,
+            max_connections=p.max_connections,
+            max_connections_per_ip=p.max_connections_per_ip,
+            rate=p.rate,
+            idle_timeout=p.idle_timeout,
+        )
+        server.on_connection(entry.dispatch)
+        server._on_closed = entry.connection_closed
+        server.on_error(lambda exc, conn: self._handler_failed(entry, exc, conn))
+        return server
+
+    def _udp_screen(self, entry: _Entry, p: HandlerPolicy) -> Screen | None:
+        """The datagram screen for policy p (None: nothing to check)."""
+        d = self.manifest.defaults  # values inherited from "*" are not this handler's doing
+        if (p.tls_cert, p.max_connections, p.max_connections_per_ip, p.idle_timeout) != (
+            d.tls_cert, d.max_connections, d.max_connections_per_ip, d.idle_timeout
+        ):
+            _log.warning("%s: tls, max_connections* and idle_timeout do not apply to UDP; "
+                         "ignored", entry.filename)
+        screen = Screen(allow=p.allow, deny=p.deny, rate=p.rate)
+        return None if screen.is_noop else screen
+
+    async def _apply_policy(self, entry: _Entry, policy: HandlerPolicy) -> None:
+        """Give entry's new connections (or datagrams) a new policy; live ones keep theirs."""
+        if entry.entry.protocol == "udp":
+            entry.screen = self._udp_screen(entry, policy)
+        else:
+            old = entry.server
+            assert old is not None
+            try:
+                server = self._tcp_server(entry, policy)
+                # The new listener takes over the old one's socket: the port is never closed.
+                await server.take_over(old)
+            except (ConfigError, OSError, RuntimeError) as exc:
+                _log.error("%s: new manifest policy not applied, the previous one stays: %s",
+                           entry.filename, exc)
+                return
+            entry.server = server
+            entry.retired.append(old)
+            self._spawn(self._close_retired(entry, old))
+        changed = [f.name for f in fields(HandlerPolicy)
+                   if getattr(policy, f.name) != getattr(entry.policy, f.name)]
+        entry.policy = policy
+        _log.info("%s: manifest policy changed (%s); applies to new %s", entry.filename,
+                  ", ".join(changed), "connections" if entry.entry.protocol == "tcp"
+                  else "datagrams")
+
+    async def _close_retired(self, entry: _Entry, server: TcpServer) -> None:
+        # No grace period: a policy change never cuts a connection. A TLS handshake under
+        # way when the listener was replaced may still add one, hence the loop.
+        while server.connections:
+            await server.wait_idle()
+        # Listed until closed, so that stop() closes it too if it comes first.
+        await server.close(STOP_TIMEOUT_SECONDS)
+        if server in entry.retired:
+            entry.retired.remove(server)
 
     def _handler_failed(self, entry: _Entry, exc: BaseException, conn: Connection | None) -> None:
         log = entry.current.ctx.log if entry.current is not None else _log
@@ -578,6 +707,16 @@ class Broker:
                     version.check_idle()
 
             task.add_done_callback(done)
+
+
+def _file_fingerprint(path: str) -> Fingerprint:
+    """(mtime_ns, size, inode), as the folder scan identifies a file version.
+
+    Raises:
+        OSError: the file cannot be stat()ed.
+    """
+    st = os.stat(path)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 class _DatagramProtocol(asyncio.DatagramProtocol):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
@@ -182,6 +183,36 @@ class TcpServer:
         sock = bind_tcp_socket(
             self.host, self._requested_port, reuse_port=self._reuse_port, backlog=self._backlog
         )
+        await self._serve_on(sock)
+
+    async def take_over(self, previous: TcpServer) -> None:
+        """Start accepting on `previous`'s listening socket, then stop `previous` accepting.
+
+        For changing a listener's options (screening, TLS, timeouts) while it runs: the
+        socket is never closed in between, so connections waiting in its backlog are
+        accepted here and the port cannot be lost. `previous` keeps its live connections
+        (and TLS handshakes under way) until they end or it is close()d.
+
+        Raises:
+            RuntimeError: this server is already listening, or `previous` is not.
+            OSError: the socket could not be taken over (`previous` then goes on).
+        """
+        if self._server is not None:
+            raise RuntimeError("TcpServer is already listening")
+        old = previous._server
+        if old is None or previous._closing or not old.sockets:
+            raise RuntimeError("the previous TcpServer is not listening")
+        listening = old.sockets[0]
+        # A second descriptor of the same socket: it stays open when `previous` closes its own.
+        sock = socket.fromfd(listening.fileno(), listening.family, listening.type)
+        sock.setblocking(False)
+        await self._serve_on(sock)
+        previous._server = None
+        # Not stop_listening(): that also refuses connections accepted but not yet opened.
+        old.close()
+
+    async def _serve_on(self, sock: socket.socket) -> None:
+        """Accept on a bound, listening socket, which this server owns from now on."""
         screen = None if self._screen.is_noop else self._screen
         self._own_screen = screen if self._ssl is None else None
         try:
