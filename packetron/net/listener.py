@@ -190,16 +190,34 @@ def report_refused(
             net_logger.exception("on_reject hook failed")
 
 
+def _tls_protocol_class(loop: asyncio.AbstractEventLoop) -> Any:
+    """The TLS protocol the running loop itself uses for start_tls (uvloop has its own)."""
+    if type(loop).__module__.startswith("uvloop"):
+        import uvloop.loop  # only imported when that loop is the one running
+
+        return uvloop.loop.SSLProtocol  # type: ignore[attr-defined]  # not in its stubs
+    from asyncio import sslproto
+
+    return sslproto.SSLProtocol
+
+
 class _ScreeningProtocol(asyncio.Protocol):
     """Sits between the transport and the real protocol: screens, then forwards.
 
     Refused: the transport is aborted and the real protocol is never built. Accepted:
     the real protocol is built (after the TLS handshake, if any) and every callback is
     passed on; connection_lost also releases the screen's count.
+
+    TLS is layered here rather than by start_tls(): the TLS protocol is put on the
+    transport inside connection_made, before the loop reads a byte. (uvloop starts
+    reading right after connection_made returns, whatever pause_reading() said, so a
+    ClientHello could otherwise reach this protocol instead of the TLS one.) Once the
+    handshake is done the TLS protocol calls connection_made here again, with the
+    encrypted transport, and forwards everything else as the plain one would.
     """
 
     __slots__ = ("_factory", "_screen", "_ssl", "_on_reject", "_inner", "_host",
-                 "_admitted", "_early", "_early_eof", "_task")
+                 "_admitted")
 
     def __init__(
         self,
@@ -215,11 +233,11 @@ class _ScreeningProtocol(asyncio.Protocol):
         self._inner: Any = None
         self._host = ""
         self._admitted = False
-        self._early: list[bytes] | None = None
-        self._early_eof = False
-        self._task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._admitted:
+            self._start(transport)  # the TLS layer: handshake done, this is its transport
+            return
         peer = transport.get_extra_info("peername")
         host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         verdict = self._screen.admit(host, monotonic())
@@ -232,44 +250,28 @@ class _ScreeningProtocol(asyncio.Protocol):
         if self._ssl is None:
             self._start(transport)
             return
-        # Hold the ClientHello in the kernel until start_tls has put SSLProtocol in place.
-        transport.pause_reading()  # type: ignore[attr-defined]
-        self._task = asyncio.get_running_loop().create_task(self._handshake(transport))
-
-    async def _handshake(self, transport: asyncio.BaseTransport) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            tls = await loop.start_tls(
-                transport,  # type: ignore[arg-type]
-                self,
-                self._ssl,  # type: ignore[arg-type]
-                server_side=True,
-                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
-            )
-        except BaseException as exc:  # start_tls closed the transport already
+        handshake: asyncio.Future[None] = loop.create_future()
+        handshake.add_done_callback(self._handshake_done)
+        tls = _tls_protocol_class(loop)(loop, self, self._ssl, handshake, server_side=True,
+                                        ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+        transport.set_protocol(tls)
+        tls.connection_made(transport)
+
+    def _handshake_done(self, handshake: asyncio.Future[None]) -> None:
+        # The TLS layer calls connection_made (which builds the inner protocol) before it
+        # resolves this future, so no inner protocol means no encrypted connection came
+        # of it: the handshake failed, timed out, or the peer left. The TLS layer has
+        # closed the transport then, and no connection_lost will reach us.
+        exc = None if handshake.cancelled() else handshake.exception()  # marks it retrieved
+        if self._inner is None:
             self._release()
-            if not isinstance(exc, Exception):
-                raise
-            net_logger.debug("TLS handshake with %s failed: %r", self._host, exc)
-            return
-        finally:
-            self._task = None
-        if tls is None or tls.is_closing():
-            self._release()
-            return
-        self._start(tls)
+            net_logger.debug("TLS handshake with %s did not complete: %r", self._host, exc)
 
     def _start(self, transport: asyncio.BaseTransport) -> None:
         inner: Any = self._factory()  # an asyncio.Protocol: see start_tcp_listener
         self._inner = inner
         inner.connection_made(transport)
-        # Application bytes that came with the end of the handshake, before we got here.
-        if self._early is not None:
-            early, self._early = self._early, None
-            for chunk in early:
-                inner.data_received(chunk)
-        if self._early_eof:
-            inner.eof_received()
 
     def _release(self) -> None:
         if self._admitted:
@@ -280,16 +282,11 @@ class _ScreeningProtocol(asyncio.Protocol):
         inner = self._inner
         if inner is not None:
             inner.data_received(data)
-        elif self._early is None:
-            self._early = [data]
-        else:
-            self._early.append(data)
 
     def eof_received(self) -> bool | None:
         inner = self._inner
         if inner is not None:
             return inner.eof_received()  # type: ignore[no-any-return]
-        self._early_eof = True
         return None
 
     def pause_writing(self) -> None:

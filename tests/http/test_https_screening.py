@@ -51,6 +51,25 @@ def test_https_refuses_plain_http_and_keeps_serving(make_server, certificate) ->
     assert requests.get(server.url + "/ping", verify=certificate["ca"]).text == "OK"
 
 
+def test_https_together_with_screening(make_server, certificate) -> None:
+    # TLS and screening on one listener: each handshake follows the verdict, and a failed
+    # one leaves the server serving.
+    server = make_server(tls={"cert": certificate["cert"], "key": certificate["key"]},
+                         allow=["127.0.0.0/8"], max_connections=100)
+    server.get("ping", lambda q, s: s.send_ok())
+    server.start()
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")  # not a ClientHello
+            try:
+                assert sock.recv(100) == b""
+            except ConnectionResetError:
+                pass
+        with requests.Session() as session:
+            answer = session.get(server.url + "/ping", verify=certificate["ca"], timeout=5)
+            assert answer.status_code == 200 and answer.text == "OK"
+
+
 def test_missing_certificate_is_a_config_error(tmp_path) -> None:
     from packetron import Packetron
 

@@ -354,6 +354,43 @@ def test_tls_peer_screened_out_before_any_handshake(tmp_path, loop):
 
 
 @pytest.mark.parametrize("loop", LOOPS)
+def test_tls_with_screening_admits_handshakes_and_frees_failed_ones(tmp_path, loop):
+    # Screening and TLS together: the TLS layer goes onto the transport before the loop
+    # reads, so the ClientHello cannot be missed (it was, on uvloop), and a handshake that
+    # fails or is abandoned gives its max_connections slot back.
+    cert, key, ca = make_certs(tmp_path)
+
+    async def main():
+        server = TcpServer(0, host=LOCAL, ssl=server_context(cert, key),
+                           allow=["127.0.0.0/8"], max_connections=1)
+        server.on_connection(lambda conn: conn.on("message", conn.write))
+        await server.listen()
+        for attempt in range(3):
+            # Plain bytes where a ClientHello belongs: that handshake fails...
+            raw = await open_connection(LOCAL, server.port)
+            raw.write(b"GET / HTTP/1.1\r\n\r\n")
+            assert await asyncio.wait_for(raw.read(), 5) == b""
+            raw.close()
+            # ...and a peer that leaves before saying anything.
+            silent = await open_connection(LOCAL, server.port)
+            silent.close()
+            await silent.wait_closed()
+            # Neither keeps the only slot (freed just after the peer sees the close)...
+            await wait_until(lambda: server._screen.live_connections == 0)
+            # ...so a real TLS client gets through each time.
+            client = await asyncio.wait_for(
+                open_connection(LOCAL, server.port, ssl=client_context(ca)), 5)
+            client.write(b"round %d" % attempt)
+            assert await asyncio.wait_for(client.readexactly(7), 5) == b"round %d" % attempt
+            client.close()
+            await client.wait_closed()
+            await wait_until(lambda: not server.connections)
+        await server.close()
+
+    run(main(), loop=loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
 def test_handler_exception_closes_only_its_connection_and_reaches_on_error(loop):
     async def main():
         server = TcpServer(0, host=LOCAL)
