@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import socket
 from collections import deque
 from typing import Any, BinaryIO, Coroutine
 
@@ -599,12 +600,16 @@ class HttpProtocol(asyncio.Protocol):
         if not transport.is_closing():
             transport.write(data)
 
-    async def sendfile(self, file: BinaryIO | int, offset: int, count: int) -> None:
-        """Write `count` bytes of a file from `offset`: zero-copy os.sendfile when possible.
+    async def sendfile(self, file: BinaryIO | int, offset: int, count: int,
+                       head: bytes = b"") -> None:
+        """Write `head`, then `count` bytes of a file from `offset`: zero-copy os.sendfile
+        when possible.
 
         uvloop's loop.sendfile is not implemented, so the socket is written directly, but
         only while the transport's own buffer is empty (so bytes never overtake it); TLS
         transports, and sockets that would block, fall back to copying with backpressure.
+        On the zero-copy path `head` is sent with MSG_MORE, so the kernel joins it to the
+        file's first bytes.
 
         Raises:
             ConnectionClosed: the client left, or the file is shorter than announced.
@@ -613,10 +618,29 @@ class HttpProtocol(asyncio.Protocol):
         in_fd = file if isinstance(file, int) else file.fileno()
         sock = transport.get_extra_info("socket")
         zero_copy = sock is not None and transport.get_extra_info("sslcontext") is None
+        if head:
+            sent = 0
+            if zero_copy and not transport.is_closing() and transport.get_write_buffer_size() == 0:
+                # The transport's socket object offers no send(); borrow its descriptor.
+                raw = socket.socket(sock.family, sock.type, 0, sock.fileno())
+                if raw.gettimeout() is not None:  # socket.setdefaulttimeout() was used
+                    raw.setblocking(False)  # never wait inside the event loop
+                try:
+                    sent = raw.send(head, socket.MSG_MORE)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError as exc:
+                    raise ConnectionClosed(f"send failed: {exc}") from exc
+                finally:
+                    raw.detach()  # the descriptor stays the transport's
+            if sent < len(head):
+                self.write(head[sent:])  # then the file follows through the buffer, in order
         end = offset + count
         low, high = transport.get_write_buffer_limits()
-        # With a high-water mark of 0, drain() returns only once the buffer is empty again.
-        transport.set_write_buffer_limits(high=0)
+        if zero_copy:
+            # With a high-water mark of 0, drain() returns only once the buffer is empty
+            # again, which is when os.sendfile may take over from the copies.
+            transport.set_write_buffer_limits(high=0)
         try:
             while offset < end:
                 if transport.is_closing():
@@ -640,7 +664,7 @@ class HttpProtocol(asyncio.Protocol):
                 offset += len(chunk)
                 await self.drain()
         finally:
-            if not transport.is_closing():
+            if zero_copy and not transport.is_closing():
                 transport.set_write_buffer_limits(high=high, low=low)
 
     def response_finished(self, request: Request) -> None:

@@ -213,6 +213,11 @@ class Response:
         Raises:
             ResponseAlreadySent: the head was written already.
         """
+        self._protocol.write(self._begin(status, headers, content_length))
+
+    def _begin(self, status: int, headers: list[tuple[str, str]] | None,
+               content_length: int | None) -> bytes:
+        """Mark a streamed response started; returns its head, for the caller to write."""
         if self.sent:
             raise ResponseAlreadySent("a response was already sent for this request")
         protocol = self._protocol
@@ -228,7 +233,19 @@ class Response:
         self.sent = True
         self.pending = True
         self.status = status
-        protocol.write(head)
+        return head
+
+    async def _send_file_part(self, status: int, headers: list[tuple[str, str]],
+                              file: BinaryIO | int, offset: int, count: int) -> None:
+        """start(), sendfile() and end() in one: the head leaves in the same TCP segment
+        as the first bytes of the file instead of a packet of its own (which halved the
+        throughput of 1 MiB files; nginx's tcp_nopush does the same)."""
+        head = self._begin(status, headers, count)
+        if self._body_allowed and count > 0:
+            await self._protocol.sendfile(file, offset, count, head=head)
+        else:
+            self._protocol.write(head)
+        self.end()
 
     async def write(self, data: bytes) -> None:
         """Write a piece of a streamed body, waiting while the client is slow to read."""
@@ -238,8 +255,9 @@ class Response:
         protocol.write(wire.encode_chunk(data) if self._chunked else data)
         await protocol.drain()
 
-    async def sendfile(self, file: BinaryIO, offset: int, count: int) -> None:
-        """Write `count` bytes of `file` from `offset`, zero-copy where the loop can."""
+    async def sendfile(self, file: BinaryIO | int, offset: int, count: int) -> None:
+        """Write `count` bytes of `file` (a file object or descriptor) from `offset`,
+        zero-copy where the loop can."""
         if not self._body_allowed or count <= 0:
             return
         if self._chunked:

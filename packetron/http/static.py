@@ -289,10 +289,7 @@ async def _sendfile_body(response: Response, fd: int, status: int,
     try:
         # The head is written here, not before returning: a core that sees a started
         # response after a plain handler returns takes it as answered.
-        response.start(status, headers, count)
-        with open(fd, "rb", closefd=False) as file_obj:
-            await response.sendfile(file_obj, start, count)
-        response.end()
+        await response._send_file_part(status, headers, fd, start, count)
     finally:
         os.close(fd)
 

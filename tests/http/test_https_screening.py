@@ -1,6 +1,7 @@
 """HTTPS and peer screening on the HTTP server, through the broker layer's listener."""
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -68,6 +69,25 @@ def test_https_together_with_screening(make_server, certificate) -> None:
         with requests.Session() as session:
             answer = session.get(server.url + "/ping", verify=certificate["ca"], timeout=5)
             assert answer.status_code == 200 and answer.text == "OK"
+
+
+def test_https_large_file_is_copied_through_tls_byte_exact(make_server, certificate,
+                                                           tmp_path) -> None:
+    # No zero-copy under TLS: head and file go through the transport, in order.
+    data = os.urandom(3 * 1024 * 1024 + 7)
+    (tmp_path / "big.bin").write_bytes(data)
+    server = make_server(tls={"cert": certificate["cert"], "key": certificate["key"]})
+    server.serve(str(tmp_path))
+    server.start()
+    with requests.Session() as session:
+        for _ in range(2):
+            answer = session.get(server.url + "/big.bin", verify=certificate["ca"], timeout=10)
+            assert answer.status_code == 200
+            assert answer.headers["content-length"] == str(len(data))
+            assert answer.content == data
+        part = session.get(server.url + "/big.bin", headers={"Range": "bytes=100-199999"},
+                           verify=certificate["ca"], timeout=10)
+        assert part.status_code == 206 and part.content == data[100:200000]
 
 
 def test_missing_certificate_is_a_config_error(tmp_path) -> None:
