@@ -229,3 +229,53 @@ class RawServer:
                 await writer.wait_closed()
             except ConnectionError:
                 pass
+
+
+LOCAL = "127.0.0.1"
+
+
+def make_broker(directory: Any, **kwargs: Any) -> Any:
+    """A Broker on 127.0.0.1 that scans only when the test calls rescan()."""
+    from packetron.net import Broker
+
+    kwargs.setdefault("poll_interval", None)
+    kwargs.setdefault("host", LOCAL)
+    return Broker(directory, **kwargs)
+
+
+async def echo_once(port: int, data: bytes = b"ping", *, host: str = LOCAL,
+                    **kwargs: Any) -> bytes:
+    """Open a connection, send `data`, read as many bytes back, close."""
+    from packetron.net import open_connection
+
+    conn = await open_connection(host, port, **kwargs)
+    try:
+        conn.write(data)
+        return await conn.readexactly(len(data))
+    finally:
+        conn.close()
+        await conn.wait_closed()
+
+
+async def udp_exchange(port: int, payloads: list[bytes], expect: int, *, host: str = LOCAL,
+                       source: str | None = None) -> list[bytes]:
+    """Send each payload as a datagram to (host, port); return the first `expect` replies."""
+    import socket
+
+    loop = asyncio.get_running_loop()
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            got.put_nowait(data)
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    transport, _ = await loop.create_datagram_endpoint(
+        Client, local_addr=(source, 0) if source else None, remote_addr=(host, port),
+        family=family)
+    try:
+        for payload in payloads:
+            transport.sendto(payload)
+        return [await asyncio.wait_for(got.get(), ASYNC_TEST_TIMEOUT) for _ in range(expect)]
+    finally:
+        transport.close()

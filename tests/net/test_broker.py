@@ -9,9 +9,10 @@ import socket
 
 import pytest
 
-from nethelp import LOOPS, free_port, make_certs, run, wait_until, write_source
+from nethelp import (LOCAL, LOOPS, echo_once, free_port, make_broker, make_certs, run,
+                     udp_exchange, wait_until, write_source)
 from packetron.errors import ConfigError
-from packetron.net import Broker, client_context, open_connection
+from packetron.net import client_context, open_connection
 from packetron.net.handlerfiles import (
     FolderScan,
     diff_scans,
@@ -19,7 +20,6 @@ from packetron.net.handlerfiles import (
     scan_folder,
 )
 
-LOCAL = "127.0.0.1"
 TCP, UDP = socket.SOCK_STREAM, socket.SOCK_DGRAM
 
 ECHO = """
@@ -27,21 +27,6 @@ async def handle(conn, ctx):
     async for chunk in conn:
         conn.write(chunk)
 """
-
-
-def make_broker(directory, **kwargs) -> Broker:
-    kwargs.setdefault("poll_interval", None)  # tests drive scans with rescan()
-    return Broker(directory, host=LOCAL, **kwargs)
-
-
-async def echo_once(port: int, data: bytes = b"ping", **kwargs) -> bytes:
-    conn = await open_connection(LOCAL, port, **kwargs)
-    try:
-        conn.write(data)
-        return await conn.readexactly(len(data))
-    finally:
-        conn.close()
-        await conn.wait_closed()
 
 
 async def is_refused(port: int) -> bool:
@@ -58,23 +43,6 @@ async def is_refused(port: int) -> bool:
     finally:
         conn.close()
         await conn.wait_closed()
-
-
-async def udp_exchange(port: int, payloads: list[bytes], expect: int) -> list[bytes]:
-    loop = asyncio.get_running_loop()
-    got: asyncio.Queue[bytes] = asyncio.Queue()
-
-    class Client(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: object) -> None:
-            got.put_nowait(data)
-
-    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=(LOCAL, port))
-    try:
-        for p in payloads:
-            transport.sendto(p)
-        return [await got.get() for _ in range(expect)]
-    finally:
-        transport.close()
 
 
 # ------------------------------------------------------------------ grammar (pure)

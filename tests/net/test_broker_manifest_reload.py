@@ -7,10 +7,10 @@ import socket
 
 import pytest
 
-from nethelp import LOOPS, free_port, make_certs, run, wait_until, write_source
-from packetron.net import Broker, client_context, open_connection
+from nethelp import (LOCAL, LOOPS, echo_once, free_port, make_broker, make_certs, run,
+                     udp_exchange, wait_until, write_source)
+from packetron.net import client_context, open_connection
 
-LOCAL = "127.0.0.1"
 TCP, UDP = socket.SOCK_STREAM, socket.SOCK_DGRAM
 
 ECHO = """
@@ -27,21 +27,6 @@ def message(msg, rinfo, ctx):
     seen.append(msg)
     ctx.reply(b"%d:%s" % (len(seen), msg), rinfo)
 """
-
-
-def make_broker(directory, **kwargs) -> Broker:
-    kwargs.setdefault("poll_interval", None)  # tests drive scans with rescan()
-    return Broker(directory, host=LOCAL, **kwargs)
-
-
-async def echo_once(port: int, data: bytes = b"ping", **kwargs) -> bytes:
-    conn = await open_connection(LOCAL, port, **kwargs)
-    try:
-        conn.write(data)
-        return await conn.readexactly(len(data))
-    finally:
-        conn.close()
-        await conn.wait_closed()
 
 
 async def ask(conn, data: bytes) -> bytes:
@@ -63,25 +48,6 @@ async def screened_out(port: int) -> bool:
     finally:
         conn.close()
         await conn.wait_closed()
-
-
-async def udp_exchange(port: int, payloads: list[bytes], expect: int,
-                       source: str = LOCAL) -> list[bytes]:
-    loop = asyncio.get_running_loop()
-    got: asyncio.Queue[bytes] = asyncio.Queue()
-
-    class Client(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: object) -> None:
-            got.put_nowait(data)
-
-    transport, _ = await loop.create_datagram_endpoint(
-        Client, local_addr=(source, 0), remote_addr=(LOCAL, port))
-    try:
-        for p in payloads:
-            transport.sendto(p)
-        return [await got.get() for _ in range(expect)]
-    finally:
-        transport.close()
 
 
 def messages(caplog, level: int, needle: str) -> list[str]:

@@ -1,13 +1,12 @@
 """IPv6 over real loopback sockets (::1): listening, peer addresses, screening, UDP."""
 from __future__ import annotations
 
-import asyncio
 import socket
 
 import pytest
 import requests
 
-from nethelp import LOOPS, run, write_source
+from nethelp import LOOPS, echo_once, run, udp_exchange, write_source
 from packetron import Packetron
 from packetron.net import Broker, TcpServer, open_connection
 from packetron.net.screening import Verdict
@@ -93,26 +92,8 @@ def test_broker_serves_tcp_and_udp_handlers_on_ipv6(tmp_path):
     async def main():
         broker = Broker(tmp_path, host=LOCAL6, poll_interval=None)
         await broker.start()
-        conn = await open_connection(LOCAL6, tcp_port)
-        conn.write(b"abc")
-        assert await conn.readexactly(3) == b"abc"
-        conn.close()
-        await conn.wait_closed()
-
-        loop = asyncio.get_running_loop()
-        got: asyncio.Queue[bytes] = asyncio.Queue()
-
-        class Client(asyncio.DatagramProtocol):
-            def datagram_received(self, data: bytes, addr: object) -> None:
-                got.put_nowait(data)
-
-        transport, _ = await loop.create_datagram_endpoint(
-            Client, remote_addr=(LOCAL6, udp_port), family=socket.AF_INET6)
-        try:
-            transport.sendto(b"hi")
-            assert await asyncio.wait_for(got.get(), 5) == b"HI from ::1"
-        finally:
-            transport.close()
+        assert await echo_once(tcp_port, b"abc", host=LOCAL6) == b"abc"
+        assert await udp_exchange(udp_port, [b"hi"], 1, host=LOCAL6) == [b"HI from ::1"]
         await broker.stop()
 
     run(main())
