@@ -191,11 +191,14 @@ def report_refused(
 
 
 def _tls_protocol_class(loop: asyncio.AbstractEventLoop) -> Any:
-    """The TLS protocol the running loop itself uses for start_tls (uvloop has its own)."""
+    """The TLS protocol the running loop itself uses for start_tls (uvloop has its own,
+    faster one; asyncio's also works over uvloop's transports and is the fallback)."""
     if type(loop).__module__.startswith("uvloop"):
         import uvloop.loop  # only imported when that loop is the one running
 
-        return uvloop.loop.SSLProtocol  # type: ignore[attr-defined]  # not in its stubs
+        native = getattr(uvloop.loop, "SSLProtocol", None)  # not part of its public API
+        if native is not None:
+            return native
     from asyncio import sslproto
 
     return sslproto.SSLProtocol
