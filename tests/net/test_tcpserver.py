@@ -391,6 +391,31 @@ def test_tls_with_screening_admits_handshakes_and_frees_failed_ones(tmp_path, lo
 
 
 @pytest.mark.parametrize("loop", LOOPS)
+def test_tls_with_screening_works_with_asyncios_tls_protocol_too(tmp_path, loop, monkeypatch):
+    # The fallback used when a loop has no TLS protocol of its own.
+    from asyncio import sslproto
+
+    from packetron.net import listener
+
+    monkeypatch.setattr(listener, "_tls_protocol_class", lambda _loop: sslproto.SSLProtocol)
+    cert, key, ca = make_certs(tmp_path)
+
+    async def main():
+        server = TcpServer(0, host=LOCAL, ssl=server_context(cert, key), allow=["127.0.0.0/8"])
+        server.on_connection(lambda conn: conn.on("message", conn.write))
+        await server.listen()
+        client = await asyncio.wait_for(
+            open_connection(LOCAL, server.port, ssl=client_context(ca)), 5)
+        client.write(b"fallback")
+        assert await asyncio.wait_for(client.readexactly(8), 5) == b"fallback"
+        client.close()
+        await client.wait_closed()
+        await server.close()
+
+    run(main(), loop=loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
 def test_handler_exception_closes_only_its_connection_and_reaches_on_error(loop):
     async def main():
         server = TcpServer(0, host=LOCAL)
