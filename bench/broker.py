@@ -24,9 +24,7 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,8 +43,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 # Run as a script, Python puts bench/ first on sys.path, where bench/http.py would shadow
 # the standard library's http package. The repository root goes there instead.
-if sys.path and os.path.abspath(sys.path[0]) == HERE:
+if sys.path and os.path.abspath(sys.path[0] or os.getcwd()) == HERE:
     sys.path[0] = ROOT
+
+from bench.procs import free_port, pinned  # noqa: E402
 
 
 def _loop_runner() -> Any:
@@ -191,25 +191,13 @@ async def _load(workload: str, port: int, duration: float) -> tuple[float, float
 # ---------------------------------------------------------------- orchestration
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _pin(cpu: int | None) -> list[str]:
-    if cpu is None or shutil.which("taskset") is None:
-        return []
-    return ["taskset", "-c", str(cpu)]
-
-
 def _measure(kind: str, workload: str, args: argparse.Namespace) -> tuple[float, float]:
     """One run: (rate, server CPU microseconds per connection or per MB)."""
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
         server = subprocess.Popen(
-            [*_pin(args.server_cpu), sys.executable, __file__, "--_serve", kind,
-             "--_port", str(port), "--_workdir", workdir],
+            pinned(args.server_cpu, [sys.executable, __file__, "--_serve", kind,
+                                     "--_port", str(port), "--_workdir", workdir]),
             stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )
         try:
@@ -218,8 +206,8 @@ def _measure(kind: str, workload: str, args: argparse.Namespace) -> tuple[float,
                 raise RuntimeError(f"{kind} server did not start: {line!r}")
             port = int(line.split()[1])
             load = subprocess.run(
-                [*_pin(args.client_cpu), sys.executable, __file__, "--_load", workload,
-                 "--_port", str(port), "--duration", str(args.duration)],
+                pinned(args.client_cpu, [sys.executable, __file__, "--_load", workload,
+                                         "--_port", str(port), "--duration", str(args.duration)]),
                 capture_output=True, text=True, timeout=args.duration + 60, cwd=ROOT,
             )
             if load.returncode != 0:

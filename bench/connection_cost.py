@@ -27,10 +27,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 # Run as a script, Python puts bench/ first on sys.path, where bench/http.py would shadow
 # the standard library's http package. The repository root goes there instead.
-if sys.path and os.path.abspath(sys.path[0]) == HERE:
+if sys.path and os.path.abspath(sys.path[0] or os.getcwd()) == HERE:
     sys.path[0] = ROOT
 
 from bench.broker import CONN_PAYLOAD, _BareEcho, _loop_runner
+from bench.procs import free_port
 from packetron.net import Broker, TcpServer
 from packetron.net import tcpserver as tcpserver_module
 from packetron.net.listener import tcp_protocol_factory
@@ -137,8 +138,7 @@ async def _compare(count: int, workdir: str) -> None:
     tcp.on_connection(lambda conn: conn.on("message", conn.write))
     rows.append(("tcpserver", await _listener_factory(tcp.listen)))
 
-    with socket_port() as port:
-        _write_echo_handler(workdir, port)
+    _write_echo_handler(workdir, free_port())  # the Broker takes the port from the file name
     manifest = {"echo": {"allow": ALLOW, "max_connections": MAX_CONNECTIONS}}
     broker = Broker(workdir, manifest=manifest, host="127.0.0.1", poll_interval=None)
     rows.append(("broker", await _listener_factory(broker.start)))
@@ -160,20 +160,6 @@ def _write_echo_handler(workdir: str, port: int) -> None:
     """The handler file bench/broker.py gives its Broker."""
     with open(os.path.join(workdir, f"echo.tcp.{port}.port.py"), "w") as f:
         f.write('def handle(conn, ctx):\n    conn.on("message", conn.write)\n')
-
-
-class socket_port:
-    """A port free right now, as a context manager (the Broker takes it from a file name)."""
-
-    def __enter__(self) -> int:
-        import socket
-
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        return int(self._sock.getsockname()[1])
-
-    def __exit__(self, *exc: object) -> None:
-        self._sock.close()
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ import argparse
 import multiprocessing
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ REPO_ROOT = os.path.dirname(BENCH_DIR)
 if sys.path and os.path.abspath(sys.path[0] or os.getcwd()) == BENCH_DIR:
     sys.path[0] = REPO_ROOT
 
+from bench.procs import NotReady, free_port, stop, wait_ready  # noqa: E402
 from packetron.globaldata import GlobalData, open_global_data  # noqa: E402
 
 KEY = "bench:counter"
@@ -99,12 +99,6 @@ def measure(backend: str, store: GlobalData, processes: int, seconds: float) -> 
                   int(store.get_global_data(KEY)))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def redis_url(given: str | None) -> Iterator[str | None]:
     """Yield a Redis URL: the given one, a throwaway server's, or None."""
@@ -118,7 +112,7 @@ def redis_url(given: str | None) -> Iterator[str | None]:
         return
     import redis
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", tempfile.gettempdir()],
@@ -126,25 +120,14 @@ def redis_url(given: str | None) -> Iterator[str | None]:
     )
     client = redis.Redis(port=port, socket_connect_timeout=0.5)
     try:
-        deadline = time.monotonic() + 10
-        while True:  # readiness: PING until it answers, or the server exits
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not answer PING") from None
-            try:
-                proc.wait(timeout=0.02)
-                raise RuntimeError(f"redis-server exited with {proc.returncode}")
-            except subprocess.TimeoutExpired:
-                pass
+        try:  # readiness: PING until it answers, or the server exits
+            wait_ready(proc, client.ping, 10, errors=(redis.ConnectionError,), interval=0.02)
+        except NotReady as exc:
+            raise RuntimeError(f"redis-server {exc}") from None
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         client.close()
-        if proc.poll() is None:
-            os.kill(proc.pid, 15)
-            proc.wait(timeout=10)
+        stop(proc, 10)
 
 
 def main(argv: list[str] | None = None) -> int:

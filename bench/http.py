@@ -21,10 +21,12 @@ import os
 import sys
 
 # Run as ``python bench/http.py``, Python puts bench/ first on sys.path, and this very
-# file would then shadow the standard library's ``http`` package.
+# file would then shadow the standard library's ``http`` package. The repository root
+# takes bench/'s place, so that ``bench.procs`` imports.
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(BENCH_DIR)
 if sys.path and os.path.abspath(sys.path[0] or os.getcwd()) == BENCH_DIR:
-    del sys.path[0]
+    sys.path[0] = REPO_ROOT
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
@@ -35,15 +37,16 @@ import math  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
-REPO_ROOT = os.path.dirname(BENCH_DIR)
-HOST = "127.0.0.1"
+# Qualified (procs.wait_ready, ...): RunningServer's methods have the same names.
+from bench import procs  # noqa: E402
+from bench.procs import HOST  # noqa: E402
+
 STATUS_PATH = "/api/status"
 ECHO_PATH = "/api/echo"
 ENDPOINTS = ("GET", "POST")
@@ -242,26 +245,16 @@ class ServerFailed(Exception):
     """A server did not start, answered wrongly, or died under load."""
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def pinned(cpu: int | None, command: list[str]) -> list[str]:
-    return command if cpu is None else ["taskset", "-c", str(cpu), *command]
-
-
 class RunningServer:
     """A started server process: its log, readiness, memory and stop."""
 
     def __init__(self, spec: ServerSpec, cpu: int | None) -> None:
         self.spec = spec
-        self.port = free_port()
+        self.port = procs.free_port()
         self.log = tempfile.TemporaryFile(mode="w+b")
         # taskset execs the command, so the PID is the server's own.
         self.proc = subprocess.Popen(
-            pinned(cpu, spec.command(self.port)),
+            procs.pinned(cpu, spec.command(self.port)),
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=self.log,
@@ -275,27 +268,21 @@ class RunningServer:
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> float:
         """Poll until the server answers an HTTP request; return the seconds it took."""
-        started = time.monotonic()
-        deadline = started + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise ServerFailed(
-                    f"exited with code {self.proc.returncode} before answering\n{self.log_tail()}"
-                )
-            try:
-                conn = http.client.HTTPConnection(HOST, self.port, timeout=1.0)
-                try:
-                    conn.request("GET", STATUS_PATH)
-                    conn.getresponse().read()
-                finally:
-                    conn.close()
-                return time.monotonic() - started
-            except (OSError, http.client.HTTPException):
-                if time.monotonic() > deadline:
-                    raise ServerFailed(
-                        f"did not answer within {timeout:.0f}s\n{self.log_tail()}"
-                    ) from None
-                time.sleep(0.05)
+        try:
+            return procs.wait_ready(
+                self.proc, self._answers, timeout, errors=(OSError, http.client.HTTPException)
+            )
+        except procs.NotReady as exc:
+            raise ServerFailed(f"{exc}\n{self.log_tail()}") from None
+
+    def _answers(self) -> None:
+        """One GET of the status path, answered whatever the answer; raises until then."""
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=1.0)
+        try:
+            conn.request("GET", STATUS_PATH)
+            conn.getresponse().read()
+        finally:
+            conn.close()
 
     def verify(self) -> None:
         """Check both endpoints once, on one keep-alive connection, before measuring."""
@@ -327,51 +314,20 @@ class RunningServer:
         finally:
             conn.close()
 
-    def _tree(self) -> list[int]:
-        """The server's PID and its descendants' (a server may fork workers)."""
-        pids, queue = [], [self.proc.pid]
-        while queue:
-            pid = queue.pop()
-            pids.append(pid)
-            try:
-                for task in os.listdir(f"/proc/{pid}/task"):
-                    with open(f"/proc/{pid}/task/{task}/children") as f:
-                        queue.extend(int(child) for child in f.read().split())
-            except OSError:
-                pass
-        return pids
-
     def peak_rss_kib(self) -> int | None:
         """VmHWM (peak resident set) summed over the process tree, in KiB."""
-        total, found = 0, False
-        for pid in self._tree():
-            fields = _proc_status(pid)
-            value = fields.get("VmHWM") or fields.get("VmRSS")
-            if value is not None:
-                total += value
-                found = True
-        return total if found else None
+        return procs.peak_rss_kib(self.proc.pid, children=True)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time used so far by the server's process tree."""
-        total = 0
-        for pid in self._tree():
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    # Fields after the ")" that ends the command name; utime and stime are
-                    # fields 14 and 15 of proc(5), in clock ticks.
-                    fields = f.read().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
-            except (OSError, IndexError, ValueError):
-                pass
-        return total / _CLOCK_TICKS
+        return procs.cpu_seconds(self.proc.pid, children=True)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def stop(self) -> None:
         """SIGTERM the server (and any workers it forked), SIGKILL after a timeout."""
-        pids = self._tree()
+        pids = procs.process_tree(self.proc.pid)
         for pid in pids:
             _signal(pid, signal.SIGTERM)
         try:
@@ -388,9 +344,6 @@ class RunningServer:
         self.log.close()
 
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
 def _check_json_response(what: str, resp: http.client.HTTPResponse, body: bytes) -> None:
     if resp.status != 200:
         raise ServerFailed(f"{what}: status {resp.status}, body {body[:200]!r}")
@@ -401,19 +354,6 @@ def _check_json_response(what: str, resp: http.client.HTTPResponse, body: bytes)
         json.loads(body)
     except ValueError:
         raise ServerFailed(f"{what}: body is not JSON: {body[:200]!r}") from None
-
-
-def _proc_status(pid: int) -> dict[str, int]:
-    fields: dict[str, int] = {}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in ("VmHWM", "VmRSS"):
-                    fields[key] = int(rest.split()[0])  # always in kB
-    except (OSError, ValueError, IndexError):
-        pass
-    return fields
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -519,7 +459,7 @@ def run_wrk(
         command += ["-s", post_script]
     command.append(url)
     done = subprocess.run(
-        pinned(cpu, command),
+        procs.pinned(cpu, command),
         capture_output=True,
         text=True,
         timeout=duration_s + WRK_GRACE_S,

@@ -14,9 +14,12 @@ import os
 import sys
 import time
 
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]  # bench/http.py must not shadow the standard library's http package
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(BENCH_DIR)
+# Run as a file, Python puts bench/ first on sys.path, where bench/http.py would shadow the
+# standard library's http package: the repository root takes its place.
+if sys.path and os.path.abspath(sys.path[0] or os.getcwd()) == BENCH_DIR:
+    sys.path[0] = REPO_ROOT
 
 from bench.ceiling_server import CeilingProtocol  # noqa: E402
 from packetron import HandlerFlags, Packetron  # noqa: E402

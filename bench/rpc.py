@@ -22,10 +22,12 @@ import os
 import sys
 
 # Run as ``python bench/rpc.py``, Python puts bench/ first on sys.path, where bench/http.py
-# would shadow the standard library's ``http`` package that packetron imports.
+# would shadow the standard library's ``http`` package that packetron imports. The
+# repository root takes bench/'s place, so that ``bench.procs`` imports.
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(BENCH_DIR)
 if sys.path and os.path.abspath(sys.path[0] or os.getcwd()) == BENCH_DIR:
-    del sys.path[0]
+    sys.path[0] = REPO_ROOT
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
@@ -39,9 +41,9 @@ import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
-REPO_ROOT = os.path.dirname(BENCH_DIR)
+from bench.procs import HOST, pinned, stop  # noqa: E402
+
 NODE_DIR = os.path.join(REPO_ROOT, "tests", "node")
-HOST = "127.0.0.1"
 PAYLOAD: dict[str, Any] = {"op": "echo", "n": 0, "data": "x" * 32}
 IMPLS = ("framing", "packetstream", "node")
 LABELS = {"framing": "FramingSocket (Python)", "packetstream": "PacketStream (Python)",
@@ -49,7 +51,6 @@ LABELS = {"framing": "FramingSocket (Python)", "packetstream": "PacketStream (Py
 # A server must print READY within this long; a client gets its duration plus this.
 STARTUP_TIMEOUT_S = 20.0
 CLIENT_GRACE_S = 30.0
-STOP_TIMEOUT_S = 5.0
 
 
 # ---------------------------------------------------------------- the Python roles
@@ -89,9 +90,9 @@ async def _python_server(impl: str) -> None:
 
     await server.listen()
     print(f"READY {server.port}", flush=True)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
+    stopping = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+    await stopping.wait()
     await server.close(timeout=1)
 
 
@@ -154,10 +155,6 @@ def _role_main(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- the orchestrator
 
 
-def _pinned(cpu: int | None, argv: list[str]) -> list[str]:
-    return ["taskset", "-c", str(cpu), *argv] if cpu is not None else argv
-
-
 def _python_argv(*extra: str) -> list[str]:
     return [sys.executable, os.path.abspath(__file__), *extra]
 
@@ -169,7 +166,7 @@ def _start_server(impl: str, cpu: int | None) -> tuple[subprocess.Popen[str], in
     else:
         argv = _python_argv("--role", "server", "--impl", impl)
         env = {**os.environ, "PYTHONPATH": REPO_ROOT}
-    proc = subprocess.Popen(_pinned(cpu, argv), stdout=subprocess.PIPE, text=True, env=env,
+    proc = subprocess.Popen(pinned(cpu, argv), stdout=subprocess.PIPE, text=True, env=env,
                             cwd=REPO_ROOT)
     assert proc.stdout is not None
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -187,13 +184,8 @@ def _start_server(impl: str, cpu: int | None) -> tuple[subprocess.Popen[str], in
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)  # by PID
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """stop() the server, then close the pipe its READY line came through."""
+    stop(proc)
     if proc.stdout is not None:
         proc.stdout.close()
 
@@ -208,7 +200,7 @@ def _run_client(impl: str, port: int, inflight: int, args: argparse.Namespace) -
                             "--inflight", str(inflight), "--duration", str(args.duration),
                             "--warmup", str(args.warmup))
         env = {**os.environ, "PYTHONPATH": REPO_ROOT}
-    out = subprocess.run(_pinned(args.client_cpu, argv), capture_output=True, text=True,
+    out = subprocess.run(pinned(args.client_cpu, argv), capture_output=True, text=True,
                          env=env, cwd=REPO_ROOT,
                          timeout=args.duration + args.warmup + CLIENT_GRACE_S, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -24,27 +24,27 @@ import os
 import sys
 
 # Run as ``python bench/static.py``, bench/ comes first on sys.path, where bench/http.py
-# would shadow the standard library's ``http`` package (urllib needs it).
+# would shadow the standard library's ``http`` package (urllib needs it). The repository
+# root takes bench/'s place, so that ``bench.procs`` imports.
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(BENCH_DIR)
 if sys.path and os.path.abspath(sys.path[0] or os.getcwd()) == BENCH_DIR:
-    del sys.path[0]
+    sys.path[0] = REPO_ROOT
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import hashlib  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 import urllib.request  # noqa: E402
 
-HOST = "127.0.0.1"
+from bench.procs import HOST, free_port, peak_rss_mb, pinned, stop, wait_ready  # noqa: E402
+
 FILES = {"4 KiB": ("f4k.bin", 4 * 1024), "1 MiB": ("f1m.bin", 1024 * 1024)}
 STARTUP_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 5.0
 TARGET_1MIB_RATIO = 0.5
 
 PACKETRON_SERVER = """
@@ -75,12 +75,6 @@ http {{
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 def ensure_nginx(install: bool) -> str | None:
     path = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if path or not install:
@@ -95,54 +89,16 @@ def ensure_nginx(install: bool) -> str | None:
     return shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before answering")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                response.read()
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {STARTUP_TIMEOUT_S} s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM of a process and its children (nginx's worker is a child), in MB."""
-    pids = [pid]
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as file:
-            pids += [int(p) for p in file.read().split()]
-    except OSError:
-        pass
-    total = 0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/status") as file:
-                for line in file:
-                    if line.startswith("VmHWM:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
+def fetch(url: str, timeout: float) -> bytes:
+    """The body of one GET."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return bytes(response.read())
 
 
 def run_wrk(url: str, duration: int, connections: int, cpu: int) -> tuple[float, float, float]:
     """(req/s, MB/s, p99 ms) of one wrk run."""
-    out = subprocess.run(["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}",
-                          f"-d{duration}s", "--latency", url],
+    out = subprocess.run(pinned(cpu, ["wrk", "-t1", f"-c{connections}", f"-d{duration}s",
+                                      "--latency", url]),
                          capture_output=True, text=True, timeout=duration + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
@@ -158,8 +114,7 @@ def run_wrk(url: str, duration: int, connections: int, cpu: int) -> tuple[float,
 
 def start_packetron(root: str, cpu: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    proc = subprocess.Popen(["taskset", "-c", str(cpu), sys.executable, "-c", PACKETRON_SERVER,
-                             str(port), root])
+    proc = subprocess.Popen(pinned(cpu, [sys.executable, "-c", PACKETRON_SERVER, str(port), root]))
     return proc, f"http://{HOST}:{port}"
 
 
@@ -174,7 +129,7 @@ def start_nginx(nginx: str, root: str, workdir: str, cpu: int,
     with open(conf, "w") as file:
         file.write(NGINX_CONF.format(dir=workdir, host=HOST, port=port, root=root,
                                      file_cache=NGINX_FILE_CACHE if cached else ""))
-    proc = subprocess.Popen(["taskset", "-c", str(cpu), nginx, "-p", workdir, "-c", conf])
+    proc = subprocess.Popen(pinned(cpu, [nginx, "-p", workdir, "-c", conf]))
     return proc, f"http://{HOST}:{port}"
 
 
@@ -217,18 +172,21 @@ def main() -> int:
                     proc, base = start_nginx(nginx, root, workdir, args.server_cpu,  # type: ignore[arg-type]
                                              cached=server == "nginx-cached")
                 try:
-                    wait_ready(f"{base}/{FILES['4 KiB'][0]}", proc)
+                    wait_ready(proc, functools.partial(fetch, f"{base}/{FILES['4 KiB'][0]}", 1),
+                               STARTUP_TIMEOUT_S)
                     for name, _ in FILES.values():  # a fast wrong answer must not count
-                        with urllib.request.urlopen(f"{base}/{name}", timeout=5) as response:
-                            assert hashlib.sha256(response.read()).hexdigest() == digests[name]
+                        body = fetch(f"{base}/{name}", 5)
+                        assert hashlib.sha256(body).hexdigest() == digests[name]
                     for label, (name, _) in FILES.items():
                         run = run_wrk(f"{base}/{name}", args.duration, args.connections,
                                       args.client_cpu)
                         results.setdefault((server, label), []).append(run)
                         print(f"round {round_number + 1} {server:12} {label}: {run[0]:10.0f} req/s",
                               file=sys.stderr)
+                    # nginx's worker is a child of its master: count both.
                     rss[server] = max(rss.get(server, 0.0), peak_rss_mb(
-                        proc.pid if server == "packetron" else _nginx_master(workdir, proc.pid)))
+                        proc.pid if server == "packetron" else _nginx_master(workdir, proc.pid),
+                        children=True))
                 finally:
                     stop(proc)
     print()

@@ -39,28 +39,38 @@ import os
 import sys
 
 # Run as ``python bench/uploads.py``, bench/ comes first on sys.path, where bench/http.py
-# would shadow the standard library's ``http`` package.
+# would shadow the standard library's ``http`` package. The repository root takes bench/'s
+# place, so that ``bench.procs`` imports.
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(BENCH_DIR)
 if sys.path and os.path.abspath(sys.path[0] or os.getcwd()) == BENCH_DIR:
-    del sys.path[0]
+    sys.path[0] = REPO_ROOT
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-HOST = "127.0.0.1"
+from bench.procs import (  # noqa: E402
+    HOST,
+    NotReady,
+    cpu_seconds,
+    free_port,
+    peak_rss_mb,
+    pinned,
+    stop,
+    wait_ready,
+)
+
 BLOCK_SIZE = 1024 * 1024
 BOUNDARY = "----packetronBenchBoundary9f8e7d6c5b4a"
 STARLETTE_VENV = os.path.join(BENCH_DIR, ".venv-starlette")
 STARLETTE_PACKAGES = ("starlette", "uvicorn", "python-multipart", "uvloop", "httptools")
 STARTUP_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 5.0
 TARGET_RATIO = 1.5
 TARGET_RSS_MB = 64
 
@@ -159,12 +169,6 @@ def ensure_starlette_venv() -> str:
     return python
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 def http_get(port: int, path: str) -> bytes:
     with socket.create_connection((HOST, port), timeout=2) as sock:
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n".encode())
@@ -176,44 +180,14 @@ def http_get(port: int, path: str) -> bytes:
 
 def start(python: str, code: str, port: int, cpu: int, *args: str,
           env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(["taskset", "-c", str(cpu), python, "-c", code, str(port), *args],
-                            env=env)
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if http_get(port, "/ready").startswith(b"HTTP/1.1 200"):
-                return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("server did not answer")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads included."""
-    with open(f"/proc/{pid}/stat") as file:
-        fields = file.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as file:
-        for line in file:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    proc = subprocess.Popen(pinned(cpu, [python, "-c", code, str(port), *args]), env=env)
+    try:
+        wait_ready(proc, lambda: http_get(port, "/ready").startswith(b"HTTP/1.1 200"),
+                   STARTUP_TIMEOUT_S)
+    except NotReady:
+        proc.kill()
+        raise
+    return proc
 
 
 def upload(port: int, size_mib: int, block: bytes) -> tuple[float, int]:

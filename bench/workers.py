@@ -24,10 +24,12 @@ import os
 import sys
 
 # `python bench/workers.py` puts bench/ first on sys.path, where bench/http.py would
-# shadow the standard library's http package.
+# shadow the standard library's http package. The repository root takes bench/'s place,
+# so that `bench.procs` imports.
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(BENCH_DIR)
 if sys.path and os.path.abspath(sys.path[0] or os.getcwd()) == BENCH_DIR:
-    del sys.path[0]
+    sys.path[0] = REPO_ROOT
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
@@ -42,18 +44,14 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
-REPO_ROOT = os.path.dirname(BENCH_DIR)
-HOST = "127.0.0.1"
+from bench.procs import HOST, NotReady, free_port, stop, wait_ready  # noqa: E402
+
 STATUS_PATH = "/api/status"
 STARTUP_TIMEOUT_S = 30.0
+# The server runs in its own session; a SIGKILL after this long takes its workers too.
+STOP_TIMEOUT_S = 15.0
 REQUEST = (b"GET " + STATUS_PATH.encode() + b" HTTP/1.1\r\nHost: bench\r\n"
            b"Connection: close\r\n\r\n")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def one_request(port: int, timeout: float = 3.0) -> int:
@@ -77,29 +75,12 @@ def one_request(port: int, timeout: float = 3.0) -> int:
     return int(json.loads(answer.partition(b"\r\n\r\n")[2])["pid"])
 
 
-def wait_ready(proc: subprocess.Popen[bytes], port: int) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with code {proc.returncode} before answering")
-        try:
-            one_request(port, timeout=1.0)
-            return
-        except (OSError, ValueError):
-            if time.monotonic() > deadline:
-                raise SystemExit("the server did not answer within "
-                                 f"{STARTUP_TIMEOUT_S:g} s") from None
-            time.sleep(0.02)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> None:
+    try:
+        wait_ready(proc, lambda: one_request(port, timeout=1.0), STARTUP_TIMEOUT_S,
+                   errors=(OSError, ValueError), interval=0.02)
+    except NotReady as exc:
+        raise SystemExit(f"the server {exc}") from None
 
 
 # --------------------------------------------------------------------------- servers
@@ -229,10 +210,10 @@ def bench_wrk(duration: int, connections: int) -> None:
                                 cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
-            wait_ready(proc, port)
+            _wait_ready(proc, port)
             results[workers] = run_wrk(port, duration, connections)
         finally:
-            stop(proc)
+            stop(proc, STOP_TIMEOUT_S, group=True)
             log.close()
         r = results[workers]
         print(f"  workers={workers}: {r['rps']:>9.0f} req/s   p99 {r['p99_ms']:.2f} ms"
@@ -277,6 +258,19 @@ def _spread(counter: collections.Counter[int]) -> str:
     return f"{total} requests, split {shares}"
 
 
+def _signals_under_load(proc: subprocess.Popen[bytes], port: int, clients: int,
+                        seconds: float, signum: int, times: int, every: float) -> dict[str, Any]:
+    """Load the server for `seconds` while sending it `signum` `times` times, `every` s apart."""
+    stats = _new_stats()
+    loader = threading.Thread(target=_load, args=(port, clients, seconds, stats))
+    loader.start()
+    for _ in range(times):
+        time.sleep(every)
+        proc.send_signal(signum)
+    loader.join()
+    return stats
+
+
 def bench_sockets(clients: int, workers: int = 2) -> None:
     print(f"How {workers} workers share one port (short connections, Connection: close,"
           f" {clients} client threads):")
@@ -286,28 +280,17 @@ def bench_sockets(clients: int, workers: int = 2) -> None:
                                  variant, "--workers", str(workers), "--port", str(port)],
                                 cwd=REPO_ROOT, start_new_session=True)
         try:
-            wait_ready(proc, port)
+            _wait_ready(proc, port)
             sequential = collections.Counter(one_request(port) for _ in range(400))
             concurrent = _new_stats()
             _load(port, clients, 3.0, concurrent)
 
-            restarts = _new_stats()
-            loader = threading.Thread(target=_load, args=(port, clients, 4.0, restarts))
-            loader.start()
-            for _ in range(12):  # a graceful worker restart every 0.3 s under load
-                time.sleep(0.3)
-                proc.send_signal(signal.SIGUSR1)
-            loader.join()
-
-            kills = _new_stats()
-            loader = threading.Thread(target=_load, args=(port, clients, 3.0, kills))
-            loader.start()
-            for _ in range(5):  # SIGKILL of a worker every 0.5 s under load
-                time.sleep(0.5)
-                proc.send_signal(signal.SIGUSR2)
-            loader.join()
+            # 12 graceful worker restarts, one every 0.3 s, under load.
+            restarts = _signals_under_load(proc, port, clients, 4.0, signal.SIGUSR1, 12, 0.3)
+            # 5 SIGKILLs of a worker, one every 0.5 s, under load.
+            kills = _signals_under_load(proc, port, clients, 3.0, signal.SIGUSR2, 5, 0.5)
         finally:
-            stop(proc)
+            stop(proc, STOP_TIMEOUT_S, group=True)
 
         def failed(stats: dict[str, Any]) -> str:
             total = sum(stats["pids"].values()) + sum(stats["errors"].values())
