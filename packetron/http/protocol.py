@@ -48,6 +48,12 @@ _WATCHED_LENGTHS = frozenset({len(b"content-length"), len(b"content-type"),
                               len(b"transfer-encoding"),
                               len(b"connection"), len(b"expect")})
 METHOD_NAMES = {name: name.decode("ascii") for name in METHOD_INDEX}
+# Host is uri-host [":" port] (RFC 9112 §3.2, RFC 3986 §3.2.2): 1 marks every other byte, so
+# `1 in value.translate(table)` finds a space, "/", "@", "?", "\\" or a non-ASCII byte in one
+# pass (about 50 ns; the RFC asks for a 400 on an invalid Host).
+_HOST_BYTES = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+               b"-._~%!$&'()*+,;=:[]")
+_HOST_INVALID_TABLE = bytes(0 if byte in _HOST_BYTES else 1 for byte in range(256))
 _HEAD = int(RequestMethod.HEAD)
 
 _HttpParserCallbackError = httptools.HttpParserCallbackError
@@ -238,6 +244,8 @@ class HttpProtocol(asyncio.Protocol):
         if length == 4:
             if name == b"Host" or name.lower() == b"host":  # most clients send "Host"
                 self._host_count += 1
+                if 1 in value.translate(_HOST_INVALID_TABLE):
+                    raise BadRequest("Bad Request: invalid Host header")
         elif length in _WATCHED_LENGTHS:
             self._watch_header(name.lower(), value)
 
@@ -309,6 +317,9 @@ class HttpProtocol(asyncio.Protocol):
             version = "1.1"
         else:
             version = parser.get_http_version()
+            if version != "1.1" and version != "1.0":
+                # httptools lets "HTTP/2.0" and the bare HTTP/0.9 request line through.
+                raise HttpError("HTTP Version Not Supported", status_code=505)
             if self._host_count != 1 and version == "1.1":
                 raise BadRequest("Bad Request: an HTTP/1.1 request needs exactly one Host header")
             if self._connection_header and keep_alive:

@@ -62,6 +62,30 @@ def test_duplicate_host_is_400(server) -> None:
     assert status_of(raw) == 400
 
 
+@pytest.mark.parametrize("host", [b"a b", b"evil.example/reset", b"user@evil.example",
+                                  b"a?b", b"a#b", b"a\\b", b"h\xc3\xa9"])
+def test_invalid_host_value_is_400(server, host: bytes) -> None:
+    raw = send_and_read(server.port, b"GET /ping HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+    assert status_of(raw) == 400 and b"invalid Host" in raw
+    assert still_serves(server.port)
+
+
+@pytest.mark.parametrize("host", [b"", b"example.com", b"127.0.0.1:8080", b"[::1]:80",
+                                  b"xn--caf-dma.example"])
+def test_valid_host_values_are_served(server, host: bytes) -> None:
+    raw = send_and_read(server.port, b"GET /ping HTTP/1.1\r\nHost: " + host +
+                        b"\r\nConnection: close\r\n\r\n")
+    assert status_of(raw) == 200 and raw.endswith(b"OK")
+
+
+@pytest.mark.parametrize("request_line", [b"GET /ping HTTP/2.0", b"GET /ping"])
+def test_unsupported_http_versions_get_505(server, request_line: bytes) -> None:
+    raw = send_and_read(server.port, request_line + b"\r\nHost: x\r\n\r\n")
+    assert status_of(raw) == 505
+    assert b"connection: close" in raw.lower()
+    assert still_serves(server.port)
+
+
 def test_http10_without_host_is_fine(server) -> None:
     raw = send_and_read(server.port, b"GET /ping HTTP/1.0\r\n\r\n")
     assert status_of(raw) == 200 and raw.endswith(b"OK")
