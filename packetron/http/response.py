@@ -23,6 +23,11 @@ CT_HTML = b"content-type: text/html; charset=utf-8\r\n"
 CT_TEXT = b"content-type: text/plain; charset=utf-8\r\n"
 CT_OCTET = b"content-type: application/octet-stream\r\n"
 
+# Bound once for the hot path of _send (a module global is one lookup, wire.X two).
+_OK_STATUS_LINE = wire.OK_STATUS_LINE
+_CONTENT_LENGTH_LINES = wire.CONTENT_LENGTH_LINES
+_CONTENT_LENGTH_LINES_COUNT = wire.CONTENT_LENGTH_LINES_COUNT
+
 # RFC 9110 §6.4.1: these never carry content (and 1xx/204 no Content-Length either).
 NO_BODY_STATUSES = frozenset({204, 304} | set(range(100, 200)))
 
@@ -114,8 +119,8 @@ class Response:
             if not transport.is_closing():
                 length = len(body)
                 transport.write(b"".join((
-                    wire.OK_STATUS_LINE, protocol.state.date_header, content_type,  # type: ignore[arg-type]
-                    wire.CONTENT_LENGTH_LINES[length] if length < wire.CONTENT_LENGTH_LINES_COUNT
+                    _OK_STATUS_LINE, protocol.state.date_header, content_type,  # type: ignore[arg-type]
+                    _CONTENT_LENGTH_LINES[length] if length < _CONTENT_LENGTH_LINES_COUNT
                     else b"content-length: %d\r\n\r\n" % length,
                     body)))
             self.finished = True
