@@ -41,6 +41,9 @@ HEAD_SLACK_BYTES = 8 * 1024
 _PAUSE_PIPELINE = 1
 _PAUSE_BODY = 2
 
+# send() flag asking the kernel to hold a response head for the file that follows (Linux);
+# elsewhere the head simply leaves on its own.
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
 # Piece size when a file must be copied through user space (TLS, a full socket buffer).
 SENDFILE_COPY_CHUNK = 256 * 1024
 # Lengths of the header names _watch_header looks at (Host is handled inline).
@@ -637,7 +640,7 @@ class HttpProtocol(asyncio.Protocol):
                 if raw.gettimeout() is not None:  # socket.setdefaulttimeout() was used
                     raw.setblocking(False)  # never wait inside the event loop
                 try:
-                    sent = raw.send(head, socket.MSG_MORE)
+                    sent = raw.send(head, _MSG_MORE)
                 except (BlockingIOError, InterruptedError):
                     sent = 0
                 except OSError as exc:
