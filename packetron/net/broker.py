@@ -14,7 +14,7 @@ supporting code changes, every entry is reloaded with fresh imports.
 A manifest given as a file path is watched the same way (mtime, size and inode). A new
 version that parses applies to new connections and datagrams of every handler whose
 policy changed; live TCP connections keep the listener (and policy) they came in on
-until they end, and are never cut by the change (caps count the connections taken since).
+until they end, are never cut by the change, and still count against the new caps.
 A TCP port changes hands without being closed: the new listener takes over the old one's
 socket. A manifest that fails to parse, or is deleted, is logged once and the current
 policies stay.

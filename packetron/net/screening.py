@@ -294,6 +294,19 @@ class Screen:
             and self._rate is None
         )
 
+    def reconfigure(self, other: "Screen") -> None:
+        """Take other's lists, caps and rate, keeping this screen's live counts.
+
+        For a listener whose policy changes while its connections stay: they were admitted
+        here and are released here, so caps go on counting them.
+        """
+        self.allow = other.allow
+        self.deny = other.deny
+        self.max_connections = other.max_connections
+        self.max_connections_per_ip = other.max_connections_per_ip
+        self._rate = other._rate
+        self._memo.clear()  # verdicts of the old lists
+
     @property
     def live_connections(self) -> int:
         """Connections admitted and not yet released."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import socket
 import ssl as ssl_module
@@ -191,7 +192,9 @@ class TcpServer:
         For changing a listener's options (screening, TLS, timeouts) while it runs: the
         socket is never closed in between, so connections waiting in its backlog are
         accepted here and the port cannot be lost. `previous` keeps its live connections
-        (and TLS handshakes under way) until they end or it is close()d.
+        (and TLS handshakes under way) until they end or it is close()d. Both share one
+        screen from now on, set to this server's lists, caps and rate, so the caps count
+        `previous`'s connections too.
 
         Raises:
             RuntimeError: this server is already listening, or `previous` is not.
@@ -206,7 +209,16 @@ class TcpServer:
         # A second descriptor of the same socket: it stays open when `previous` closes its own.
         sock = socket.fromfd(listening.fileno(), listening.family, listening.type)
         sock.setblocking(False)
-        await self._serve_on(sock)
+        shared, mine = previous._screen, self._screen
+        before = copy.copy(shared)  # previous's own policy, should the take-over fail
+        shared.reconfigure(mine)
+        self._screen = shared
+        try:
+            await self._serve_on(sock)
+        except BaseException:
+            shared.reconfigure(before)
+            self._screen = mine
+            raise
         previous._server = None
         # Not stop_listening(): that also refuses connections accepted but not yet opened.
         old.close()

@@ -129,10 +129,10 @@ def test_a_broken_manifest_is_logged_once_and_the_old_policy_stays(tmp_path, cap
             assert await screened_out(port)
             assert broker.manifest.policy_for("echo").max_connections == 1
 
-        # Fixed: the new cap counts the connections accepted under it.
-        write_source(manifest, "[echo]\nmax_connections = 2\n")
+        # Fixed: the new cap of 3 counts the connection already held.
+        write_source(manifest, "[echo]\nmax_connections = 3\n")
         await broker.rescan()
-        assert broker.manifest.policy_for("echo").max_connections == 2
+        assert broker.manifest.policy_for("echo").max_connections == 3
         first = await open_connection(LOCAL, port)
         second = await open_connection(LOCAL, port)
         assert [await ask(first, b"a"), await ask(second, b"b")] == [b"a", b"b"]
@@ -171,7 +171,7 @@ def test_a_deleted_manifest_keeps_the_current_policy_until_it_returns(tmp_path, 
     run(main())
 
 
-def test_max_connections_lowered_from_10_to_1_applies_to_new_connections(tmp_path):
+def test_max_connections_lowered_counts_the_connections_already_open(tmp_path):
     port = free_port(TCP)
     write_source(tmp_path / f"echo.tcp.{port}.port.py", ECHO)
     manifest = tmp_path / "broker.toml"
@@ -182,21 +182,26 @@ def test_max_connections_lowered_from_10_to_1_applies_to_new_connections(tmp_pat
         await broker.start()
         early = [await open_connection(LOCAL, port) for _ in range(3)]
         assert [await ask(c, b"%d" % i) for i, c in enumerate(early)] == [b"0", b"1", b"2"]
-        write_source(manifest, "[echo]\nmax_connections = 1\n")
+        write_source(manifest, "[echo]\nmax_connections = 4\n")
         await broker.rescan()
+        # The 3 still open count against the new cap: one more fits, not four.
         late = await open_connection(LOCAL, port)
         assert await ask(late, b"late") == b"late"
         assert await screened_out(port)
-        assert await screened_out(port)
         assert [await ask(c, b"x") for c in early] == [b"x"] * 3
         assert broker.handlers[0].connections == 4
-        # Its one slot frees when that connection ends.
-        late.close()
-        await late.wait_closed()
-        await wait_until(lambda: broker.handlers[0].connections == 3)
+        # Lowered below what is open: nobody is cut, nobody new gets in...
+        write_source(manifest, "[echo]\nmax_connections = 2\n")
+        await broker.rescan()
+        assert await screened_out(port)
+        assert [await ask(c, b"y") for c in early] == [b"y"] * 3
+        # ...until enough of them have ended (old listeners' connections included).
+        for conn in (late, early[0], early[1]):
+            conn.close()
+            await conn.wait_closed()
+        await wait_until(lambda: broker.handlers[0].connections == 1)
         assert await echo_once(port, b"again") == b"again"
-        for c in early:
-            c.close()
+        early[2].close()
         await broker.stop()
 
     run(main())

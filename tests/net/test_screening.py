@@ -211,3 +211,20 @@ def test_screen_validates_its_options(kwargs):
 def test_verdict_is_a_string_with_accepted_flag():
     assert V.ACCEPTED.accepted and not V.DENIED.accepted
     assert V.MAX_CONNECTIONS_PER_IP == "max-connections-per-ip"
+
+
+def test_reconfigure_takes_the_new_policy_and_keeps_the_live_counts():
+    screen = Screen(max_connections=5, deny=["10.0.0.0/8"])
+    for host in ("127.0.0.1", "127.0.0.1", "127.0.0.2"):
+        assert screen.admit(host, 0.0) is V.ACCEPTED
+    assert screen.admit("10.1.1.1", 0.0) is V.DENIED
+    screen.reconfigure(Screen(max_connections=3, max_connections_per_ip=2,
+                              deny=["127.0.0.2"]))
+    assert screen.live_connections == 3
+    assert screen.admit("10.1.1.1", 0.0) is V.MAX_CONNECTIONS  # no longer denied, but full
+    assert screen.admit("127.0.0.2", 0.0) is V.DENIED  # the new list, not a stale memo
+    screen.release("127.0.0.1")  # admitted under the old policy, released under the new
+    assert screen.live_connections == 2
+    assert screen.admit("127.0.0.1", 0.0) is V.ACCEPTED
+    assert screen.admit("127.0.0.1", 0.0) is V.MAX_CONNECTIONS
+    assert screen.connections_from("127.0.0.1") == 2

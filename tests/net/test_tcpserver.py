@@ -416,6 +416,41 @@ def test_tls_with_screening_works_with_asyncios_tls_protocol_too(tmp_path, loop,
 
 
 @pytest.mark.parametrize("loop", LOOPS)
+def test_take_over_keeps_the_port_and_counts_the_old_connections(loop):
+    async def main():
+        first = TcpServer(0, host=LOCAL, max_connections=2)
+        first.on_connection(lambda conn: conn.on("message", conn.write))
+        await first.listen()
+        port = first.port
+        old = [await open_connection(LOCAL, port) for _ in range(2)]
+        for conn in old:
+            conn.write(b"old")
+            assert await conn.readexactly(3) == b"old"
+        second = TcpServer(port, host=LOCAL, max_connections=3)
+        second.on_connection(lambda conn: conn.on("message", lambda data: conn.write(data.upper())))
+        await second.take_over(first)
+        assert second.port == port and second.listening and not first.listening
+        new = await open_connection(LOCAL, port)  # the 3rd of 3, served by the new code
+        new.write(b"new")
+        assert await new.readexactly(3) == b"NEW"
+        assert await refused(port)  # a 4th: the old two still count
+        old[0].write(b"still")
+        assert await old[0].readexactly(5) == b"still"  # never cut, old code
+        old[0].close()
+        await old[0].wait_closed()
+        await wait_until(lambda: second._screen.live_connections == 2)
+        extra = await open_connection(LOCAL, port)
+        extra.write(b"x")
+        assert await extra.readexactly(1) == b"X"
+        for conn in (old[1], new, extra):
+            conn.close()
+        await first.close()
+        await second.close()
+
+    run(main(), loop=loop)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
 def test_handler_exception_closes_only_its_connection_and_reaches_on_error(loop):
     async def main():
         server = TcpServer(0, host=LOCAL)
