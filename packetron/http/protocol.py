@@ -74,7 +74,8 @@ class HttpProtocol(asyncio.Protocol):
         "_max_pipelined", "_lookup", "_targets", "_globals",
         # the request head being parsed
         "_url", "_raw_headers", "_fed", "_host_count", "_special", "_content_length",
-        "_content_type", "_connection_header", "_chunked", "_expect", "_head_started", "_head_bytes",
+        "_content_type", "_connection_header", "_keep_alive_header", "_chunked", "_expect",
+        "_head_started", "_head_bytes",
         # requests: being parsed, being answered, waiting their turn
         "_current", "_active", "_queue",
         # connection state
@@ -106,7 +107,8 @@ class HttpProtocol(asyncio.Protocol):
         self._special = False  # one of the four fields below was set by the last head
         self._content_length: int | None = None
         self._content_type: bytes | None = None
-        self._connection_header = False
+        self._connection_header = False  # a Connection header other than keep-alive
+        self._keep_alive_header = False  # "Connection: keep-alive", which most clients send
         self._chunked = False
         self._expect = False
         self._head_started = 0.0  # loop time the current head began; 0.0: not in a head
@@ -230,6 +232,7 @@ class HttpProtocol(asyncio.Protocol):
         self._url = url
         self._raw_headers = []
         self._host_count = 0
+        self._keep_alive_header = False
         if self._special:
             self._special = False
             self._content_length = None
@@ -258,6 +261,11 @@ class HttpProtocol(asyncio.Protocol):
         elif name == b"content-type":
             self._content_type = value
         elif name == b"connection":
+            if value.lower() == b"keep-alive":
+                # Browsers and most client libraries send it on every request: it decides
+                # nothing for HTTP/1.1, so it does not take the request off the fast lane.
+                self._keep_alive_header = True
+                return
             self._connection_header = True
         elif name == b"transfer-encoding":
             self._chunked = True
@@ -285,17 +293,23 @@ class HttpProtocol(asyncio.Protocol):
         parser = self.parser
         keep_alive = parser.should_keep_alive()
         method = parser.get_method()
-        if keep_alive and not self._special and self._host_count == 1 and self._active is None:
+        if keep_alive and not self._special and self._host_count == 1 and self._active is None \
+                and (not self._keep_alive_header or parser.get_http_version() == "1.1"):
             # The common request, answered here with nothing left to decide: HTTP/1.1 (only
-            # 1.1 stays alive without a Connection header), no body (no Content-Length,
-            # no Transfer-Encoding), nothing before it still being answered, a synchronous
-            # route without plugins or rate limit, found by its exact target, and no
-            # global plugins.
-            methods = self._targets.get(self._url)
+            # 1.1 stays alive with no Connection header or "Connection: keep-alive"), no
+            # body (no Content-Length, no Transfer-Encoding), nothing before it still being
+            # answered, a synchronous route without plugins or rate limit, found by its
+            # target, and no global plugins.
+            target = self._url
+            methods = self._targets.get(target)
+            if methods is None:
+                query_at = target.find(63)  # "?": a query string does not change the route
+                if query_at > 0:
+                    methods = self._targets.get(target[:query_at])
             if methods is not None:
                 route = methods.get(method)
                 if route is not None and route.bodiless_inline and not self._globals.plugins:
-                    request = Request(self, route.method_name, self._url, "1.1", headers,
+                    request = Request(self, route.method_name, target, "1.1", headers,
                                       True, route, route.buffered_cap, True)
                     response = request.response = Response(self, request)
                     self._active = request
@@ -314,7 +328,8 @@ class HttpProtocol(asyncio.Protocol):
                        method: bytes) -> None:
         """Every head but the common one: versions, bodies, errors, pipelining."""
         self._last_data = self.state.now  # a body's timeout counts from the end of its head
-        if keep_alive and self._host_count == 1 and not self._connection_header:
+        if keep_alive and self._host_count == 1 and not self._connection_header \
+                and not self._keep_alive_header:
             # Only HTTP/1.1 keeps a connection alive without a Connection header, so the
             # version is known without get_http_version(), which formats a new str.
             version = "1.1"

@@ -289,9 +289,10 @@ def test_connection_close_is_honoured(server) -> None:
     assert status_of(raw) == 200 and b"connection: close" in raw
 
 
-def test_http10_keep_alive_is_acknowledged(server) -> None:
+@pytest.mark.parametrize("host", [b"", b"Host: x\r\n"])
+def test_http10_keep_alive_is_acknowledged(server, host: bytes) -> None:
     with connect(server.port) as sock:
-        sock.sendall(b"GET /ping HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        sock.sendall(b"GET /ping HTTP/1.0\r\n" + host + b"Connection: keep-alive\r\n\r\n")
         first = sock.recv(4096)
         sock.sendall(b"GET /ping HTTP/1.0\r\n\r\n")
         second = read_until_closed(sock)

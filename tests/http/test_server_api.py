@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import pytest
@@ -10,6 +11,7 @@ import requests
 from packetron import (HandlerFlags, HttpResponseCode, Packetron, Plugin, PluginPriority,
                        RequestMethod, ServerFlags)
 from packetron.errors import ConfigError, ResponseAlreadySent
+from rawhttp import exchange
 
 
 def test_sync_and_async_handlers_answer(make_server) -> None:
@@ -506,3 +508,40 @@ def test_answered_requests_are_freed_without_the_cyclic_gc(make_server) -> None:
         assert [(r(), s()) for r, s in refs[:2]] == [(None, None), (None, None)]
     finally:
         gc.enable()
+
+
+def test_fast_lane_and_general_path_give_the_same_answer(make_server) -> None:
+    # A plain GET (with or without "Connection: keep-alive") is answered inside the head
+    # callback; the same request with a Content-Type, or with percent-escapes in the
+    # path, takes the general path. Both must look the same to the handler. Raw bytes,
+    # so that nothing is added or unescaped on the way.
+    server = make_server()
+
+    @server.get("api/item")
+    def item(request, response):
+        response.send_json({
+            "method": request.method, "path": request.path, "url": request.url,
+            "version": request.http_version, "query": request.get_query_params(),
+            "has_body": request.has_body(), "headers": sorted(request.headers),
+        })
+
+    server.start()
+
+    def ask(target: bytes, extra: bytes = b"") -> dict:
+        status, _, body = exchange(server.port, b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n"
+                                   b"X-A: 1\r\n" + extra + b"\r\n")
+        assert status == 200
+        return json.loads(body)
+
+    plain = ask(b"/api/item?x=1&y=2")
+    assert plain == {"method": "GET", "path": "/api/item", "url": "/api/item?x=1&y=2",
+                     "version": "1.1", "query": {"x": "1", "y": "2"}, "has_body": False,
+                     "headers": ["host", "x-a"]}
+    with_connection = ask(b"/api/item?x=1&y=2", b"Connection: keep-alive\r\n")
+    assert with_connection == {**plain, "headers": ["connection", "host", "x-a"]}
+    with_type = ask(b"/api/item?x=1&y=2", b"Content-Type: text/plain\r\n")
+    assert with_type == {**plain, "headers": ["content-type", "host", "x-a"]}
+    escaped = ask(b"/api/%69tem?x=1&y=2")
+    assert escaped == {**plain, "url": "/api/%69tem?x=1&y=2"}
+    assert ask(b"/api/item/") == {**plain, "path": "/api/item/", "url": "/api/item/",
+                                  "query": {}}
