@@ -23,7 +23,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from packetron.errors import ConfigError
 from packetron.net.screening import parse_networks

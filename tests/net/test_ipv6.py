@@ -7,7 +7,6 @@ import pytest
 import requests
 
 from nethelp import LOOPS, echo_once, run, udp_exchange, write_source
-from packetron import Packetron
 from packetron.net import Broker, TcpServer, open_connection
 from packetron.net.screening import Verdict
 
