@@ -38,8 +38,10 @@ LINGER_SECONDS = 2.0
 # cap bounds what one slow giant header can make it buffer.
 HEAD_SLACK_BYTES = 8 * 1024
 
-_PAUSE_PIPELINE = 1
-_PAUSE_BODY = 2
+# Why reading is paused (bits of HttpProtocol._paused); reading resumes once none is left.
+_PAUSE_PIPELINE = 1  # too many requests waiting for their turn
+_PAUSE_BODY = 2      # a streaming handler has not taken the body read so far
+_PAUSE_WRITE = 4     # the client is not reading its answers (write buffer over its mark)
 
 # send() flag asking the kernel to hold a response head for the file that follows (Linux);
 # elsewhere the head simply leaves on its own.
@@ -80,7 +82,7 @@ class HttpProtocol(asyncio.Protocol):
         "_current", "_active", "_queue",
         # connection state
         "_closing", "_reuse", "_deferred_error", "_idle_since", "_last_data", "_paused",
-        "_write_paused", "_drain_waiter", "_tasks",
+        "_write_paused", "_drain_waiter", "_tasks", "_starting", "_input_ended",
     )
 
     def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
@@ -125,6 +127,8 @@ class HttpProtocol(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._starting = False  # _start_queued is running (further up the stack)
+        self._input_ended = False  # the client half-closed with requests still queued
 
     # ------------------------------------------------------------ transport events
 
@@ -158,12 +162,19 @@ class HttpProtocol(asyncio.Protocol):
         # A half-closed client gets its pending answers; the transport closes after them.
         if self._active is None and not self._queue:
             return False
-        self._closing = True
-        self._reuse = False
+        self._closing = True  # nothing more can arrive
+        if self._queue:
+            self._input_ended = True  # the last queued answer is the last one (see below)
+        else:
+            self._reuse = False  # the answer in progress is the last one
         return True
 
     def pause_writing(self) -> None:
+        # A client that sends requests without reading the answers would otherwise make
+        # the write buffer grow without bound: read nothing more, and answer nothing more
+        # (requests already read wait in the queue), until it has caught up.
         self._write_paused = True
+        self._pause(_PAUSE_WRITE)
 
     def resume_writing(self) -> None:
         self._write_paused = False
@@ -172,6 +183,9 @@ class HttpProtocol(asyncio.Protocol):
             self._drain_waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+        self._resume(_PAUSE_WRITE)
+        if self._active is None and self._queue:
+            self._start_queued()
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""
@@ -294,6 +308,7 @@ class HttpProtocol(asyncio.Protocol):
         keep_alive = parser.should_keep_alive()
         method = parser.get_method()
         if keep_alive and not self._special and self._host_count == 1 and self._active is None \
+                and not self._write_paused \
                 and (not self._keep_alive_header or parser.get_http_version() == "1.1"):
             # The common request, answered here with nothing left to decide: HTTP/1.1 (only
             # 1.1 stays alive with no Connection header or "Connection: keep-alive"), no
@@ -376,7 +391,7 @@ class HttpProtocol(asyncio.Protocol):
             request.is_head = True
         request.response = Response(self, request)
         self._current = request
-        if self._active is None:
+        if self._active is None and not self._write_paused:
             if plain and route.plain_sync and not self._globals.plugins:  # type: ignore[union-attr]
                 # What _start would decide for a plain synchronous route, without the call.
                 self._active = request
@@ -719,12 +734,32 @@ class HttpProtocol(asyncio.Protocol):
                 self.write(deferred)
             self._linger_close() if not request.body_complete else self.transport.close()
             return
-        queue = self._queue
-        if queue:
-            if self._paused & _PAUSE_PIPELINE and len(queue) <= self._max_pipelined // 2:
-                self._resume(_PAUSE_PIPELINE)
-            self._start(queue.popleft())
+        if self._queue:
+            self._start_queued()
         else:
+            self._idle_since = self.state.now
+
+    def _start_queued(self) -> None:
+        """Answer waiting requests in order until one is still in progress.
+
+        A loop, not recursion: a synchronous answer finishes inside _start and calls
+        response_finished again, which only returns here, so thousands of pipelined
+        requests cost no stack depth.
+        """
+        if self._starting:
+            return  # the loop further up the stack takes the next one
+        self._starting = True
+        queue = self._queue
+        try:
+            while queue and self._active is None and not self._write_paused and self._reuse:
+                if self._paused & _PAUSE_PIPELINE and len(queue) <= self._max_pipelined // 2:
+                    self._resume(_PAUSE_PIPELINE)
+                if self._input_ended and len(queue) == 1:
+                    self._reuse = False  # half-closed client: close after this answer
+                self._start(queue.popleft())
+        finally:
+            self._starting = False
+        if self._active is None and not queue:
             self._idle_since = self.state.now
 
     # ------------------------------------------------------------ flow control
@@ -811,5 +846,6 @@ class HttpProtocol(asyncio.Protocol):
     def shutdown(self) -> None:
         """Graceful stop: close now if idle, otherwise after the answer in progress."""
         self._reuse = False
-        if self._active is None and self._current is None and not self._head_started:
+        if self._active is None and self._current is None and not self._head_started \
+                and not self._queue:
             self.transport.close()
