@@ -408,7 +408,9 @@ class HttpProtocol(asyncio.Protocol):
                 self._start(request)
         else:
             self._queue.append(request)
-            if len(self._queue) >= self._max_pipelined:
+            if len(self._queue) >= self._max_pipelined or length or self._chunked:
+                # Too many waiting, or a body that would wait in memory until its turn (32
+                # queued bodies of 16 MiB each would be half a gigabyte): read no further.
                 self._pause(_PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:

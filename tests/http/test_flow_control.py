@@ -17,6 +17,7 @@ from packetron.http.protocol import HttpProtocol
 def server(make_server):
     server = make_server()
     server.get("n", lambda q, s: s.send_text_plain(q.get_query_params()["i"]))
+    server.post("echo", lambda q, s: s.send(q.body))
 
     @server.get("slow")
     async def slow(request, response):
@@ -121,5 +122,44 @@ def test_a_client_that_stops_reading_stops_the_server_reading_and_answering() ->
         bodies = [chunk.split(b"\r\n\r\n", 1)[1].rstrip(b".")
                   for chunk in bytes(transport.delivered).split(b"HTTP/1.1 ")[1:]]
         assert bodies == [b"%d" % i for i in range(count)]
+    finally:
+        loop.close()
+
+
+def test_bodies_of_waiting_requests_are_not_read_ahead(server) -> None:
+    # Behind a slow request, a pipelined POST's body stays in the kernel until its turn;
+    # it is read, and answered, in order afterwards.
+    body = b"x" * (4 * 1024 * 1024)
+    with connect(server.port, timeout=20) as sock:
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"
+                     b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+                     + body + b"GET /n?i=last HTTP/1.1\r\nHost: t\r\n\r\n")
+        answers = read_responses(sock, 3, methods=[b"GET", b"POST", b"GET"])
+    assert [response.status_code for response, _ in answers] == [200, 200, 200]
+    assert answers[0][1] == b"slow" and answers[1][1] == body and answers[2][1] == b"last"
+
+
+def test_a_waiting_request_with_a_body_pauses_reading() -> None:
+    app = Packetron(port=0, workers=1)
+
+    @app.get("slow")
+    async def slow(request, response):
+        await asyncio.sleep(0)
+        response.send_text_plain("slow")
+
+    app.post("echo", lambda q, s: s.send(q.body))
+    loop = asyncio.new_event_loop()
+    try:
+        protocol = HttpProtocol(app._state(), loop)
+        transport = SlowReaderTransport(protocol, high=1 << 30)
+        protocol.connection_made(transport)
+        protocol.data_received(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"
+                               b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab")
+        assert not transport.reading  # the POST waits: its body is not read ahead
+        loop.run_until_complete(asyncio.sleep(0.01))  # /slow answers; the POST's turn
+        assert transport.reading
+        protocol.data_received(b"cde")
+        assert bytes(transport.buffered).count(b"HTTP/1.1 200 OK") == 2
+        assert bytes(transport.buffered).endswith(b"\r\n\r\nabcde")
     finally:
         loop.close()
