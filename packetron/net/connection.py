@@ -128,6 +128,9 @@ class Connection(StreamReading, asyncio.Protocol):
         "_eof",
         "_waiter",
         "_read_paused",
+        "_held",
+        "_held_chunks",
+        "_held_eof",
         "_write_paused",
         "_drain_waiters",
         "_listeners",
@@ -202,6 +205,9 @@ class Connection(StreamReading, asyncio.Protocol):
         self._eof = False
         self._waiter: asyncio.Future[None] | None = None
         self._read_paused = False
+        self._held = False  # pause_reading() by the application
+        self._held_chunks: list[bytes] | None = None  # arrived while held (see data_received)
+        self._held_eof = False
         self._write_paused = False
         # Made on first use: most connections never drain() or add a listener, and the
         # accept path is where every allocation counts.
@@ -294,6 +300,14 @@ class Connection(StreamReading, asyncio.Protocol):
             self._last_activity = self._loop.time()  # type: ignore[union-attr]
         fns = self._message_fns
         if fns is not None:
+            if self._held:
+                # uvloop starts reading once connection_made returns, whatever
+                # pause_reading() said in it: keep these for resume_reading().
+                if self._held_chunks is None:
+                    self._held_chunks = []
+                self._held_chunks.append(data)
+                self._transport.pause_reading()  # type: ignore[union-attr]
+                return
             for fn in fns:
                 try:
                     result = fn(data)
@@ -316,6 +330,9 @@ class Connection(StreamReading, asyncio.Protocol):
             self._transport.pause_reading()  # type: ignore[union-attr]
 
     def eof_received(self) -> bool:
+        if self._held_chunks:
+            self._held_eof = True  # after the held messages, in resume_reading()
+            return True
         self._eof = True
         waiter = self._waiter
         if waiter is not None:
@@ -564,6 +581,36 @@ class Connection(StreamReading, asyncio.Protocol):
                     fut.set_result(None)
                 else:
                     fut.set_exception(exc)
+
+    # ------------------------------------------------------------ flow control
+
+    def pause_reading(self) -> None:
+        """Take no more bytes from the peer until resume_reading(): "message" events stop,
+        reads wait, and TCP flow control slows the peer down. For callback-style code
+        that must not accept more work than it can finish."""
+        if not self._held:
+            self._held = True
+            if not self._read_paused and self._state != "closed" and self._transport is not None:
+                self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Undo pause_reading(); messages that arrived meanwhile are delivered first."""
+        if not self._held:
+            return
+        self._held = False
+        chunks = self._held_chunks
+        while chunks and not self._held and self._state != "closed":
+            self.data_received(chunks.pop(0))  # a listener may pause again
+        if self._held or self._state == "closed":
+            return
+        self._held_chunks = None
+        if self._held_eof:
+            self._held_eof = False
+            if not self.eof_received():
+                self.close()  # what the transport does when eof_received() says so
+            return
+        if not self._read_paused and self._transport is not None:
+            self._transport.resume_reading()
 
     # ------------------------------------------------------------ closing
 

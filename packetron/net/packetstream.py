@@ -35,6 +35,7 @@ from packetron.errors import (
 from packetron.log import net_logger
 from packetron.net.connection import Connection
 from packetron.net.psc import DEFAULT_MAX_BODY_SIZE
+from packetron.net.rpc import DEFAULT_MAX_IN_FLIGHT
 from packetron.net.psmachine import MachineHandler, PacketStreamMachine
 
 __all__ = [
@@ -265,6 +266,8 @@ class PacketStream:
         include_stack: send Python tracebacks in error objects (False: "Name: message").
         goodbye_timeout: after sending GOODBYE, seconds to wait for the peer's before
             closing the connection anyway.
+        max_in_flight: async message and request handlers running at once at most;
+            beyond that the connection is not read until half of them are done.
 
     Every handler may be a plain function or a coroutine function.
 
@@ -275,7 +278,7 @@ class PacketStream:
     __slots__ = ("_on_message", "_on_request", "_on_stream", "_on_close", "request_timeout",
                  "include_stack", "goodbye_timeout", "_machine", "_calls", "_streams",
                  "_tasks", "_conn", "_loop", "_wbuf", "_flush_scheduled", "_receiving", "_done",
-                 "_finished", "_close_err", "_goodbye_timer")
+                 "_finished", "_close_err", "_goodbye_timer", "max_in_flight", "_in_flight")
 
     def __init__(
         self,
@@ -288,7 +291,11 @@ class PacketStream:
         request_timeout: float | None = None,
         include_stack: bool = True,
         goodbye_timeout: float = 5.0,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) \
+                or max_in_flight < 1:
+            raise ConfigError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
         if request_timeout is not None and not request_timeout > 0:
             raise ConfigError(
                 f"request_timeout must be None or > 0 seconds, got {request_timeout!r}")
@@ -305,6 +312,8 @@ class PacketStream:
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._streams: dict[int, DuplexStream] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.max_in_flight = max_in_flight
+        self._in_flight = 0  # async message and request handlers still running
         self._conn: Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wbuf: list[bytes] = []
@@ -508,13 +517,28 @@ class PacketStream:
             net_logger.exception("packet-stream message handler failed")
             return
         if _is_awaitable(result):
-            self._spawn(self._run_message(result))
+            self._started_work()
+            self._spawn(self._run_message(result, counted=True))
 
-    async def _run_message(self, aw: Any) -> None:
+    async def _run_message(self, aw: Any, counted: bool = False) -> None:
         try:
             await aw
         except Exception:
             net_logger.exception("packet-stream message handler failed")
+        finally:
+            if counted:
+                self._finished_work()
+
+    def _started_work(self) -> None:
+        # Duplex streams are not counted: they may wait for the peer's own data.
+        self._in_flight += 1
+        if self._in_flight >= self.max_in_flight and self._conn is not None:
+            self._conn.pause_reading()  # no new work until half of it is done
+
+    def _finished_work(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == self.max_in_flight // 2 and self._conn is not None:
+            self._conn.resume_reading()  # a no-op unless reading was paused
 
     def on_request(self, req: int, value: Any) -> None:
         fn = self._on_request
@@ -527,6 +551,7 @@ class PacketStream:
             self._respond(req, error_payload(exc, include_stack=self.include_stack), True)
             return
         if _is_awaitable(result):
+            self._started_work()
             self._spawn(self._run_request(req, result))
         else:
             self._respond(req, result, False)
@@ -538,6 +563,8 @@ class PacketStream:
             self._respond(req, error_payload(exc, include_stack=self.include_stack), True)
         else:
             self._respond(req, result, False)
+        finally:
+            self._finished_work()
 
     def _respond(self, req: int, value: Any, is_error: bool) -> None:
         try:

@@ -56,6 +56,7 @@ class StreamReading:
         _eof: bool
         _waiter: asyncio.Future[None] | None
         _read_paused: bool
+        _held: bool
         _mode: int
         _state: str
         _transport: Any
@@ -76,7 +77,7 @@ class StreamReading:
     def _resume_reading(self) -> None:
         if self._read_paused:
             self._read_paused = False
-            if self._state != "closed" and self._transport is not None:
+            if self._state != "closed" and self._transport is not None and not self._held:
                 self._transport.resume_reading()
 
     async def _wait_for_data(self) -> None:

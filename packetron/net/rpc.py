@@ -56,6 +56,8 @@ FLUSH_AFTER_FRAMES = 16
 DEFAULT_RPC_TIMEOUT = 5.0
 DEFAULT_WARN_BUFFER_BYTES = 512 * 1024
 DEFAULT_MAX_BUFFER_BYTES = 1024 * 1024
+# Async answers a server keeps pending before it stops reading the client (serve_rpc).
+DEFAULT_MAX_IN_FLIGHT = 1024
 # Ids of timed-out requests remembered so their late answers are dropped quietly
 # instead of being taken for a confused server.
 _EXPIRED_MEMORY = 4096
@@ -415,6 +417,7 @@ async def serve_rpc(
     rpc_id_reader: LengthReader | None = None,
     rpc_id_writer: LengthWriter | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
 ) -> None:
     """Answer FramingSocket requests on `conn` until it closes (the server side).
 
@@ -422,6 +425,9 @@ async def serve_rpc(
     or str), or None to send no answer. Async handlers run concurrently, so answers
     may leave out of order; each carries its request's rpc id. Use it as the body of
     a broker handler: ``async def handle(conn, ctx): await serve_rpc(conn, fn)``.
+    At most `max_in_flight` async answers are pending at once: beyond that the
+    connection is not read until half of them are done, so a fast client cannot pile up
+    unbounded work.
 
     Raises:
         FramingError: the client sent a malformed or oversized frame (the
@@ -430,6 +436,8 @@ async def serve_rpc(
             connection (the protocol has no error frame; the client's pending
             calls fail with ConnectionClosed).
     """
+    if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
+        raise ConfigError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
     fmt = RpcFrameFormat(frame_length_size, frame_length_reader, frame_length_writer,
                          rpc_id_size, rpc_id_reader, rpc_id_writer, max_frame_size)
     framer = RpcFramer(fmt)
@@ -471,6 +479,11 @@ async def serve_rpc(
             return
         flush()
 
+    def finished(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        if len(tasks) == max_in_flight // 2:
+            conn.resume_reading()  # a no-op unless reading was paused
+
     def on_data(data: bytes) -> None:
         try:
             frames = framer.feed(data)
@@ -484,7 +497,9 @@ async def serve_rpc(
                 if type(result) not in _PLAIN_ANSWERS and inspect.isawaitable(result):
                     task = loop.create_task(run(rpc_id, result))
                     tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                    task.add_done_callback(finished)
+                    if len(tasks) >= max_in_flight:
+                        conn.pause_reading()
                 else:
                     reply(rpc_id, result)
             except Exception as exc:

@@ -564,3 +564,79 @@ def test_open_connection_refused_raises_oserror():
             await open_connection(LOCAL, port, timeout=2.0)
 
     run(main())
+
+
+# ------------------------------------------------------------------ application pause
+
+
+def test_pause_reading_holds_the_transport_and_combines_with_the_read_buffer_mark():
+    async def main():
+        conn = Connection()
+        transport = FakeTransport()
+        conn.connection_made(transport)
+        conn.pause_reading()
+        assert not transport.reading
+        conn.pause_reading()  # idempotent
+        conn.resume_reading()
+        assert transport.reading
+        # Reading style: the buffer mark pauses too; the application's resume must not
+        # undo it.
+        conn.data_received(b"x" * (READ_HIGH_WATER_BYTES + 1))
+        assert not transport.reading
+        conn.pause_reading()
+        conn.resume_reading()
+        assert not transport.reading  # still above the mark
+        conn.pause_reading()
+        assert await conn.read(READ_HIGH_WATER_BYTES + 1) == b"x" * (READ_HIGH_WATER_BYTES + 1)
+        assert not transport.reading  # drained, but the application still holds reading
+        conn.resume_reading()
+        assert transport.reading
+
+    run(main())
+
+
+def test_messages_arriving_while_held_are_delivered_in_order_on_resume_then_eof():
+    async def main():
+        conn = Connection()
+        transport = FakeTransport()
+        conn.connection_made(transport)
+        got: list[bytes] = []
+        closes: list[object] = []
+        conn.on("message", got.append)
+        conn.on("close", closes.append)
+        conn.pause_reading()
+        # What uvloop does: delivers bytes although reading was paused in connection_made.
+        conn.data_received(b"one")
+        conn.data_received(b"two")
+        assert conn.eof_received() is True  # kept open: two messages still held
+        assert got == [] and not transport.reading and not transport.closed
+        conn.resume_reading()
+        assert got == [b"one", b"two"]
+        assert transport.closed  # then the peer's EOF took effect
+
+    run(main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_paused_connection_delivers_no_messages_until_resumed(loop):
+    async def main():
+        got: list[bytes] = []
+        arrived = asyncio.Event()
+
+        def on_conn(conn):
+            conn.pause_reading()
+            conn.on("message", lambda data: (got.append(data), arrived.set()))
+
+        server, port, conns = await serve(on_conn)
+        client = await open_connection(LOCAL, port)
+        client.write(b"held")
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(arrived.wait(), 0.2)  # nothing while paused
+        assert got == []
+        conns[0].resume_reading()
+        await asyncio.wait_for(arrived.wait(), 5)
+        assert b"".join(got) == b"held"
+        client.close()
+        await shutdown(server, conns)
+
+    run(main(), loop=loop)

@@ -296,6 +296,45 @@ def test_message_request_error_stream_and_goodbye_between_python_peers():
     run(main())
 
 
+def test_max_in_flight_stops_reading_requests_until_half_are_answered():
+    started: list[int] = []
+    release = asyncio.Event()
+    progress = asyncio.Event()
+
+    async def held(value):
+        started.append(value)
+        progress.set()
+        await release.wait()
+        return value
+
+    async def until(count):
+        while len(started) < count:
+            progress.clear()
+            await progress.wait()
+
+    async def main():
+        async with Served(request=held, max_in_flight=3) as srv:
+            ps, task = await srv.client()
+            first = [asyncio.ensure_future(ps.request(i)) for i in range(3)]
+            await asyncio.wait_for(until(3), 5)
+            later = asyncio.ensure_future(ps.request(3))
+            with pytest.raises(asyncio.TimeoutError):  # three pending: not read
+                await asyncio.wait_for(until(4), 0.3)
+            release.set()
+            assert await asyncio.gather(*first, later) == [0, 1, 2, 3]
+            assert started == [0, 1, 2, 3]
+            await ps.close()
+            await task
+
+    run(main())
+
+
+def test_max_in_flight_must_be_a_positive_int():
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError):
+            PacketStream(max_in_flight=bad)
+
+
 def test_many_requests_in_flight_answer_out_of_order():
     async def request(value):
         await asyncio.sleep(0.001 * (10 - value % 10))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from nethelp import RawServer, run
+from nethelp import RawServer, run, wait_until
 
 from packetron.errors import (
     BufferFull,
@@ -449,5 +449,61 @@ def test_serve_rpc_refuses_oversized_and_malformed_frames():
             await srv.wait_errors(2)
         assert isinstance(srv.errors[0], FrameTooLarge)
         assert isinstance(srv.errors[1], FramingError)
+
+    run(main())
+
+
+def test_max_in_flight_stops_reading_until_half_the_answers_are_done():
+    started: list[bytes] = []
+    release = asyncio.Event()
+    progress = asyncio.Event()
+
+    async def held(rpc_id, payload):
+        started.append(payload)
+        progress.set()
+        await release.wait()
+        return payload
+
+    async def until(count):
+        while len(started) < count:
+            progress.clear()
+            await progress.wait()
+
+    async def main():
+        async with RpcServer(held, max_in_flight=4) as srv:
+            fs = FramingSocket()
+            await fs.connect("127.0.0.1", srv.port)
+            first = [asyncio.ensure_future(fs.request(i, b"%d" % i)) for i in range(4)]
+            await asyncio.wait_for(until(4), 5)
+            later = asyncio.ensure_future(fs.request(4, b"4"))
+            # Four answers pending: the server reads no further, so the fifth waits.
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(until(5), 0.3)
+            release.set()
+            assert await asyncio.gather(*first, later) == [b"0", b"1", b"2", b"3", b"4"]
+            assert started == [b"0", b"1", b"2", b"3", b"4"]
+            fs.close()
+
+    run(main())
+
+
+def test_max_in_flight_must_be_positive():
+    async def main():
+        conn_server = TcpServer(0, host="127.0.0.1")
+        errors: list[BaseException] = []
+        conn_server.on_error(lambda exc, conn: errors.append(exc))
+
+        @conn_server.on_connection
+        async def handle(conn):
+            await serve_rpc(conn, lambda rpc_id, payload: payload, max_in_flight=0)
+
+        await conn_server.listen()
+        fs = FramingSocket()
+        await fs.connect("127.0.0.1", conn_server.port)
+        await wait_until(lambda: errors)
+        assert isinstance(errors[0], ConfigError)
+        assert "max_in_flight" in str(errors[0])
+        fs.close()
+        await conn_server.close()
 
     run(main())
