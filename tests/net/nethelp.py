@@ -279,3 +279,28 @@ async def udp_exchange(port: int, payloads: list[bytes], expect: int, *, host: s
         return [await asyncio.wait_for(got.get(), ASYNC_TEST_TIMEOUT) for _ in range(expect)]
     finally:
         transport.close()
+
+
+class HeldHandler:
+    """An async request handler that records each value, then waits for `release`.
+
+    Works as serve_rpc's handler(rpc_id, payload) and PacketStream's request(value): the
+    last argument is the value, and it is the answer.
+    """
+
+    def __init__(self) -> None:
+        self.started: list[Any] = []
+        self.release = asyncio.Event()
+        self._progress = asyncio.Event()
+
+    async def __call__(self, *args: Any) -> Any:
+        self.started.append(args[-1])
+        self._progress.set()
+        await self.release.wait()
+        return args[-1]
+
+    async def until(self, count: int) -> None:
+        """Return once `count` calls have started."""
+        while len(self.started) < count:
+            self._progress.clear()
+            await self._progress.wait()

@@ -5,7 +5,7 @@ import asyncio
 import logging
 
 import pytest
-from nethelp import RawServer, run
+from nethelp import HeldHandler, RawServer, run
 
 from packetron.errors import (
     BufferFull,
@@ -297,32 +297,18 @@ def test_message_request_error_stream_and_goodbye_between_python_peers():
 
 
 def test_max_in_flight_stops_reading_requests_until_half_are_answered():
-    started: list[int] = []
-    release = asyncio.Event()
-    progress = asyncio.Event()
-
-    async def held(value):
-        started.append(value)
-        progress.set()
-        await release.wait()
-        return value
-
-    async def until(count):
-        while len(started) < count:
-            progress.clear()
-            await progress.wait()
-
     async def main():
+        held = HeldHandler()
         async with Served(request=held, max_in_flight=3) as srv:
             ps, task = await srv.client()
             first = [asyncio.ensure_future(ps.request(i)) for i in range(3)]
-            await asyncio.wait_for(until(3), 5)
+            await asyncio.wait_for(held.until(3), 5)
             later = asyncio.ensure_future(ps.request(3))
             with pytest.raises(asyncio.TimeoutError):  # three pending: not read
-                await asyncio.wait_for(until(4), 0.3)
-            release.set()
+                await asyncio.wait_for(held.until(4), 0.3)
+            held.release.set()
             assert await asyncio.gather(*first, later) == [0, 1, 2, 3]
-            assert started == [0, 1, 2, 3]
+            assert held.started == [0, 1, 2, 3]
             await ps.close()
             await task
 

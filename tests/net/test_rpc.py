@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from nethelp import RawServer, run, wait_until
+from nethelp import HeldHandler, RawServer, run, wait_until
 
 from packetron.errors import (
     BufferFull,
@@ -454,34 +454,20 @@ def test_serve_rpc_refuses_oversized_and_malformed_frames():
 
 
 def test_max_in_flight_stops_reading_until_half_the_answers_are_done():
-    started: list[bytes] = []
-    release = asyncio.Event()
-    progress = asyncio.Event()
-
-    async def held(rpc_id, payload):
-        started.append(payload)
-        progress.set()
-        await release.wait()
-        return payload
-
-    async def until(count):
-        while len(started) < count:
-            progress.clear()
-            await progress.wait()
-
     async def main():
+        held = HeldHandler()
         async with RpcServer(held, max_in_flight=4) as srv:
             fs = FramingSocket()
             await fs.connect("127.0.0.1", srv.port)
             first = [asyncio.ensure_future(fs.request(i, b"%d" % i)) for i in range(4)]
-            await asyncio.wait_for(until(4), 5)
+            await asyncio.wait_for(held.until(4), 5)
             later = asyncio.ensure_future(fs.request(4, b"4"))
             # Four answers pending: the server reads no further, so the fifth waits.
             with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(until(5), 0.3)
-            release.set()
+                await asyncio.wait_for(held.until(5), 0.3)
+            held.release.set()
             assert await asyncio.gather(*first, later) == [b"0", b"1", b"2", b"3", b"4"]
-            assert started == [b"0", b"1", b"2", b"3", b"4"]
+            assert held.started == [b"0", b"1", b"2", b"3", b"4"]
             fs.close()
 
     run(main())
