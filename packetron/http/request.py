@@ -129,7 +129,7 @@ class Request:
             headers = self._headers = Headers(self._raw_headers)
         return headers
 
-    def has_header_among(self, lowercase_names: "frozenset[bytes]") -> bool:
+    def _has_any_header(self, lowercase_names: "frozenset[bytes]") -> bool:
         """True when the request carries any of these headers (names as lowercase bytes).
 
         Looks at the raw pairs, so asking costs no Headers mapping.

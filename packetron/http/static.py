@@ -502,7 +502,7 @@ def _serve_target(target: _StaticTarget, request: Request, response: Response) -
                           [("location", raw_path + "/" + sep + query)])
     cached = target.cached
     if cached is not None and not response._has_content_type and not response.pending \
-            and not request.has_header_among(_CONDITIONAL_HEADERS):
+            and not request._has_any_header(_CONDITIONAL_HEADERS):
         try:
             identity: tuple[int, ...] | None = _file_identity(os.stat(target.path))
         except OSError:
