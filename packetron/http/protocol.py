@@ -736,13 +736,11 @@ class HttpProtocol(asyncio.Protocol):
                 self.write(deferred)
             self._linger_close() if not request.body_complete else self.transport.close()
             return
-        if self._queue:
-            self._start_queued()
-        else:
-            self._idle_since = self.state.now
+        self._start_queued()
 
     def _start_queued(self) -> None:
-        """Answer waiting requests in order until one is still in progress.
+        """Answer waiting requests in order until one is still in progress; with none
+        left, the connection is idle from now.
 
         A loop, not recursion: a synchronous answer finishes inside _start and calls
         response_finished again, which only returns here, so thousands of pipelined

@@ -135,18 +135,16 @@ class Route:
         self._update_plain_sync()
 
     def _update_plain_sync(self) -> None:
-        """plain_sync: answered inside the parser callbacks with no per-request decision
-        (a plain route, a sync handler, no plugins of its own, not HEAD, whose answer has
-        no body). Kept current as plugins are added or removed; the server's global
-        plugins are checked per request."""
-        self.plain_sync = (getattr(self, "plain", False) and not self.needs_task
-                           and not self.plugins.plugins
-                           and self.method is not RequestMethod.HEAD)
-        # The same for a request without a body, where the body mode decides nothing:
-        # DONT_USE_BODY routes (static files among them) qualify too.
+        """bodiless_inline: a request without a body is answered inside the parser
+        callbacks (a sync handler, no plugins of its own, no rate limit, not HEAD, whose
+        answer has no body); the body mode decides nothing then, so DONT_USE_BODY routes
+        (static files among them) qualify. plain_sync: the same for any request, which
+        takes a plain route too. Kept current as plugins are added or removed; the
+        server's global plugins are checked per request."""
         self.bodiless_inline = (not self.needs_task and not self.plugins.plugins
                                 and getattr(self, "rate_limiter", None) is None
                                 and self.method is not RequestMethod.HEAD)
+        self.plain_sync = self.bodiless_inline and getattr(self, "plain", False)
 
     def remove(self) -> bool:
         """Unregister this route; True if it was still registered."""

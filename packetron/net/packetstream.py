@@ -35,7 +35,7 @@ from packetron.errors import (
 from packetron.log import net_logger
 from packetron.net.connection import Connection
 from packetron.net.psc import DEFAULT_MAX_BODY_SIZE
-from packetron.net.rpc import DEFAULT_MAX_IN_FLIGHT
+from packetron.net.rpc import DEFAULT_MAX_IN_FLIGHT, InFlightLimit
 from packetron.net.psmachine import MachineHandler, PacketStreamMachine
 
 __all__ = [
@@ -278,7 +278,7 @@ class PacketStream:
     __slots__ = ("_on_message", "_on_request", "_on_stream", "_on_close", "request_timeout",
                  "include_stack", "goodbye_timeout", "_machine", "_calls", "_streams",
                  "_tasks", "_conn", "_loop", "_wbuf", "_flush_scheduled", "_receiving", "_done",
-                 "_finished", "_close_err", "_goodbye_timer", "max_in_flight", "_in_flight")
+                 "_finished", "_close_err", "_goodbye_timer", "_in_flight")
 
     def __init__(
         self,
@@ -293,9 +293,9 @@ class PacketStream:
         goodbye_timeout: float = 5.0,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
-        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) \
-                or max_in_flight < 1:
-            raise ConfigError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
+        # Async message and request handlers still running. Duplex streams are not
+        # counted: they may wait for the peer's own data.
+        self._in_flight = InFlightLimit(max_in_flight)
         if request_timeout is not None and not request_timeout > 0:
             raise ConfigError(
                 f"request_timeout must be None or > 0 seconds, got {request_timeout!r}")
@@ -312,8 +312,6 @@ class PacketStream:
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._streams: dict[int, DuplexStream] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.max_in_flight = max_in_flight
-        self._in_flight = 0  # async message and request handlers still running
         self._conn: Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wbuf: list[bytes] = []
@@ -517,7 +515,7 @@ class PacketStream:
             net_logger.exception("packet-stream message handler failed")
             return
         if _is_awaitable(result):
-            self._started_work()
+            self._in_flight.started(self._conn)
             self._spawn(self._run_message(result, counted=True))
 
     async def _run_message(self, aw: Any, counted: bool = False) -> None:
@@ -527,18 +525,7 @@ class PacketStream:
             net_logger.exception("packet-stream message handler failed")
         finally:
             if counted:
-                self._finished_work()
-
-    def _started_work(self) -> None:
-        # Duplex streams are not counted: they may wait for the peer's own data.
-        self._in_flight += 1
-        if self._in_flight >= self.max_in_flight and self._conn is not None:
-            self._conn.pause_reading()  # no new work until half of it is done
-
-    def _finished_work(self) -> None:
-        self._in_flight -= 1
-        if self._in_flight == self.max_in_flight // 2 and self._conn is not None:
-            self._conn.resume_reading()  # a no-op unless reading was paused
+                self._in_flight.finished(self._conn)
 
     def on_request(self, req: int, value: Any) -> None:
         fn = self._on_request
@@ -551,7 +538,7 @@ class PacketStream:
             self._respond(req, error_payload(exc, include_stack=self.include_stack), True)
             return
         if _is_awaitable(result):
-            self._started_work()
+            self._in_flight.started(self._conn)
             self._spawn(self._run_request(req, result))
         else:
             self._respond(req, result, False)
@@ -564,7 +551,7 @@ class PacketStream:
         else:
             self._respond(req, result, False)
         finally:
-            self._finished_work()
+            self._in_flight.finished(self._conn)
 
     def _respond(self, req: int, value: Any, is_error: bool) -> None:
         try:

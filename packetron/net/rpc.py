@@ -56,8 +56,32 @@ FLUSH_AFTER_FRAMES = 16
 DEFAULT_RPC_TIMEOUT = 5.0
 DEFAULT_WARN_BUFFER_BYTES = 512 * 1024
 DEFAULT_MAX_BUFFER_BYTES = 1024 * 1024
-# Async answers a server keeps pending before it stops reading the client (serve_rpc).
+# Async answers a server keeps pending before it stops reading the client (serve_rpc,
+# PacketStream).
 DEFAULT_MAX_IN_FLIGHT = 1024
+
+
+class InFlightLimit:
+    """Counts a peer's unfinished async work: at `limit` the connection is not read any
+    more, and reading resumes once half of it is done."""
+
+    __slots__ = ("limit", "count")
+
+    def __init__(self, limit: int) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError(f"max_in_flight must be a positive integer, got {limit!r}")
+        self.limit = limit
+        self.count = 0
+
+    def started(self, conn: Connection | None) -> None:
+        self.count += 1
+        if self.count >= self.limit and conn is not None:
+            conn.pause_reading()
+
+    def finished(self, conn: Connection | None) -> None:
+        self.count -= 1
+        if self.count == self.limit // 2 and conn is not None:
+            conn.resume_reading()  # a no-op unless reading was paused
 # Ids of timed-out requests remembered so their late answers are dropped quietly
 # instead of being taken for a confused server.
 _EXPIRED_MEMORY = 4096
@@ -436,8 +460,7 @@ async def serve_rpc(
             connection (the protocol has no error frame; the client's pending
             calls fail with ConnectionClosed).
     """
-    if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
-        raise ConfigError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
+    in_flight = InFlightLimit(max_in_flight)
     fmt = RpcFrameFormat(frame_length_size, frame_length_reader, frame_length_writer,
                          rpc_id_size, rpc_id_reader, rpc_id_writer, max_frame_size)
     framer = RpcFramer(fmt)
@@ -481,8 +504,7 @@ async def serve_rpc(
 
     def finished(task: asyncio.Task[Any]) -> None:
         tasks.discard(task)
-        if len(tasks) == max_in_flight // 2:
-            conn.resume_reading()  # a no-op unless reading was paused
+        in_flight.finished(conn)
 
     def on_data(data: bytes) -> None:
         try:
@@ -498,8 +520,7 @@ async def serve_rpc(
                     task = loop.create_task(run(rpc_id, result))
                     tasks.add(task)
                     task.add_done_callback(finished)
-                    if len(tasks) >= max_in_flight:
-                        conn.pause_reading()
+                    in_flight.started(conn)
                 else:
                     reply(rpc_id, result)
             except Exception as exc:
