@@ -28,6 +28,7 @@ from urllib.parse import quote
 from packetron.errors import ConfigError
 from packetron.flags import FileRouterFlags, HandlerFlags, RequestMethod
 from packetron.http.mime import content_type_for
+from packetron.http.wire import header_line
 from packetron.log import server_logger
 
 if TYPE_CHECKING:
@@ -409,9 +410,7 @@ class _CachedFile:
     def __init__(self, info: os.stat_result, headers: list[tuple[str, str]],
                  body: bytes) -> None:
         self.identity = _file_identity(info)
-        # Values built here (ETag, dates, MIME types), never from a request: no CR/LF.
-        self.head_lines = b"".join(f"{name}: {value}\r\n".encode("latin-1")
-                                   for name, value in headers)
+        self.head_lines = b"".join(header_line(name, value) for name, value in headers)
         self.body = body
 
 

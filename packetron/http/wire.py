@@ -9,9 +9,10 @@ from email.utils import formatdate
 
 from packetron.status import STATUS_LINES
 
-__all__ = ["format_date_header", "build_head", "CONTINUE_RESPONSE", "simple_response",
-           "KEEP_ALIVE_HEADER", "CLOSE_HEADER", "CHUNKED_HEADER", "encode_chunk",
-           "LAST_CHUNK", "OK_STATUS_LINE", "CONTENT_LENGTH_LINES", "CONTENT_LENGTH_LINES_COUNT"]
+__all__ = ["format_date_header", "build_head", "header_line", "CONTINUE_RESPONSE",
+           "simple_response", "KEEP_ALIVE_HEADER", "CLOSE_HEADER", "CHUNKED_HEADER",
+           "encode_chunk", "LAST_CHUNK", "OK_STATUS_LINE", "CONTENT_LENGTH_LINES",
+           "CONTENT_LENGTH_LINES_COUNT"]
 
 CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # HTTP/1.1 is persistent by default, so only 1.0 clients are told "keep-alive".
@@ -33,7 +34,12 @@ def format_date_header(epoch_seconds: float) -> bytes:
     return b"date: " + formatdate(epoch_seconds, usegmt=True).encode("ascii") + b"\r\n"
 
 
-def _header_bytes(name: str, value: str) -> bytes:
+def header_line(name: str, value: str) -> bytes:
+    """`name: value\\r\\n` as bytes.
+
+    Raises:
+        ValueError: the name or value contains CR or LF.
+    """
     # CR/LF in a header would let a handler's data split the response (response splitting).
     if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
         raise ValueError(f"header {name!r} contains a line break")
@@ -75,7 +81,7 @@ def build_head(
         parts.append(b"content-length: %d\r\n" % content_length)
     if extra_headers:
         for name, value in extra_headers:
-            parts.append(_header_bytes(name, value))
+            parts.append(header_line(name, value))
     if connection:
         parts.append(connection)
     parts.append(b"\r\n")
