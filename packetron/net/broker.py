@@ -43,6 +43,7 @@ from packetron.net.handlerfiles import (
     FolderScan,
     Fingerprint,
     diff_scans,
+    fingerprint,
     import_entry,
     parse_entry_name,
     scan_folder,
@@ -193,7 +194,7 @@ class Broker:
             self._manifest_path = os.fspath(manifest)
             # Stat before reading: an edit in between shows up as a change at the next scan.
             try:
-                self._manifest_fp = _file_fingerprint(self._manifest_path)
+                self._manifest_fp = fingerprint(os.stat(self._manifest_path))
             except OSError:
                 pass  # load_manifest() reports it
             self.manifest = load_manifest(self._manifest_path)
@@ -369,7 +370,7 @@ class Broker:
         if path is None:
             return None
         try:
-            fp: Fingerprint | None = _file_fingerprint(path)
+            fp: Fingerprint | None = fingerprint(os.stat(path))
         except FileNotFoundError:
             fp = None
         except OSError as exc:
@@ -707,16 +708,6 @@ class Broker:
                     version.check_idle()
 
             task.add_done_callback(done)
-
-
-def _file_fingerprint(path: str) -> Fingerprint:
-    """(mtime_ns, size, inode), as the folder scan identifies a file version.
-
-    Raises:
-        OSError: the file cannot be stat()ed.
-    """
-    st = os.stat(path)
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 class _DatagramProtocol(asyncio.DatagramProtocol):

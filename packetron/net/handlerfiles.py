@@ -20,6 +20,7 @@ from packetron.errors import ConfigError, HandlerLoadError
 __all__ = [
     "EntryName",
     "Fingerprint",
+    "fingerprint",
     "FolderScan",
     "FolderChanges",
     "parse_entry_name",
@@ -93,7 +94,8 @@ class FolderChanges:
         return bool(self.added or self.changed or self.removed or self.support_changed)
 
 
-def _fingerprint(st: os.stat_result) -> Fingerprint:
+def fingerprint(st: os.stat_result) -> Fingerprint:
+    """(mtime_ns, size, inode): what identifies one version of a file."""
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
@@ -120,7 +122,7 @@ def scan_folder(directory: str) -> FolderScan:
                 continue
             if not de.is_file() or not de.name.endswith(".py"):
                 continue
-            fp = _fingerprint(de.stat())
+            fp = fingerprint(de.stat())
         except OSError:
             continue
         if _ENTRY_RE.match(de.name):
@@ -145,7 +147,7 @@ def _scan_support(path: str, rel: str, out: dict[str, Fingerprint]) -> None:
                 if de.name not in _SKIP_DIRS:
                     _scan_support(de.path, child_rel, out)
             elif de.name.endswith(".py") and de.is_file():
-                out[child_rel] = _fingerprint(de.stat())
+                out[child_rel] = fingerprint(de.stat())
         except OSError:
             continue
 
