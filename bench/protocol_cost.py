@@ -69,7 +69,7 @@ def main() -> None:
     server.get("api/status", lambda q, s: s.send_json({"status": "ok", "server": "packetron"}))
     server.post("api/echo", lambda q, s: s.send_json(q.body), flags=HandlerFlags.JSON_BODY)
     loop = asyncio.new_event_loop()
-    state = server._state()
+    state = server.serving_state()
     rows = []
     for name, payload in (("GET /api/status", GET), ("POST /api/echo", POST)):
         ceiling = min(measure(CeilingProtocol(), payload, count) for _ in range(3))

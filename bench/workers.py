@@ -125,7 +125,7 @@ def serve_socket_variant(variant: str, port: int, workers: int) -> None:
                 os.close(ready_read)
                 sock = shared if shared is not None else bind_tcp_socket(HOST, port,
                                                                          reuse_port=True)
-                serving = ServingLoop(app._state(), sock)
+                serving = ServingLoop(app.serving_state(), sock)
                 loop = new_event_loop()
                 asyncio.set_event_loop(loop)
                 loop.add_signal_handler(signal.SIGTERM, serving.request_stop)

@@ -1,8 +1,7 @@
 """packetron: a small, very fast multi-process HTTP framework and the TCP/UDP layer beneath it."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from packetron.version import __version__
 from packetron.flags import (
     FileRouterFlags,
     HandlerFlags,
@@ -11,8 +10,9 @@ from packetron.flags import (
     ServerFlags,
 )
 from packetron.status import HttpResponseCode
-from packetron.errors import PacketronError, GlobalDataDisabled
-from packetron.http import Packetron, Plugin, Request, Response, Route
+from packetron.errors import GlobalDataDisabled, HttpError, PacketronError, WebSocketClosed
+from packetron.http import Plugin, Request, Response, Route
+from packetron.server import Packetron
 
 __all__ = [
     "__version__",
@@ -29,4 +29,6 @@ __all__ = [
     "Route",
     "PacketronError",
     "GlobalDataDisabled",
+    "HttpError",
+    "WebSocketClosed",
 ]

@@ -18,6 +18,7 @@ __all__ = [
     "HeadersTooLarge",
     "ResponseAlreadySent",
     "GlobalDataDisabled",
+    "WebSocketClosed",
     "NetError",
     "FramingError",
     "FrameTooLarge",
@@ -45,14 +46,26 @@ class ConfigError(PacketronError, ValueError):
 
 
 class HttpError(PacketronError):
-    """An error that maps onto an HTTP status; `status_code` is a class attribute."""
+    """An error that maps onto an HTTP status.
+
+    Raised from a handler or plugin, it is answered with `status_code`, the message as
+    the reason text (the status's reason phrase when empty) and `headers` added.
+    Subclasses set `status_code` as a class attribute.
+    """
 
     status_code: int = 500
 
-    def __init__(self, message: str = "", *, status_code: int | None = None) -> None:
+    def __init__(self, message: str = "", *, status_code: int | None = None,
+                 headers: "dict[str, str] | list[tuple[str, str]] | None" = None) -> None:
         super().__init__(message)
         if status_code is not None:
             self.status_code = status_code
+        self.headers: list[tuple[str, str]] = (
+            list(headers.items()) if isinstance(headers, dict) else list(headers or ()))
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class ProtocolError(HttpError):
@@ -107,6 +120,15 @@ class ResponseAlreadySent(PacketronError):
 
 class GlobalDataDisabled(PacketronError):
     """Global data was used on a server started with ServerFlags.NO_GLOBAL_DATA."""
+
+
+class WebSocketClosed(PacketronError):
+    """The WebSocket peer closed the connection (or it was lost): `code` and `reason`."""
+
+    def __init__(self, code: int = 1006, reason: str = "") -> None:
+        super().__init__(f"WebSocket closed with code {code}" + (f": {reason}" if reason else ""))
+        self.code = code
+        self.reason = reason
 
 
 # ---------------------------------------------------------------- net

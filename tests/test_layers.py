@@ -14,15 +14,18 @@ ROOT = pathlib.Path(packetron.__file__).parent
 CONTRACT_NAMES = ["Packetron", "ServerFlags", "HandlerFlags", "FileRouterFlags", "RequestMethod",
                   "Plugin", "PluginPriority", "HttpResponseCode", "Request", "Response", "Route"]
 
-# Layer of each top-level part; a module may import only its own layer or lower ones.
-LAYERS = {"flags": 0, "status": 0, "errors": 0, "log": 0, "options": 0, "globaldata": 0,
-          "net": 1, "http": 2, "workers": 3, "supervisor": 3, "testing": 3, "cli": 4,
-          "__main__": 5, "__init__": 5}
+# Layer of each top-level part, in DESIGN.md's order; a module may import only its own
+# layer or lower ones, at module level and inside functions alike.
+LAYERS = {"flags": 0, "status": 0, "errors": 0, "log": 0, "options": 0, "version": 0,
+          "net": 1, "globaldata": 2, "http": 3, "plugins": 4, "server": 5, "testing": 6,
+          "cli": 7, "__main__": 8, "__init__": 8}
 
 # Modules that must stay sans-I/O.
 PURE_MODULES = ["http/router.py", "http/wire.py", "http/bodies.py", "http/cookies.py",
                 "http/limits.py", "net/framing.py", "net/psc.py", "net/psmachine.py",
-                "net/screening.py", "net/manifest.py", "http/mime.py"]
+                "net/packetstream/codec.py", "net/packetstream/machine.py",
+                "net/screening.py", "net/manifest.py", "http/mime.py",
+                "http/static/conditional.py", "http/multipart/limits.py"]
 IO_MODULES = {"asyncio", "socket", "ssl", "time", "selectors"}
 
 
@@ -31,15 +34,26 @@ def layer_of(path: pathlib.Path) -> int:
     return LAYERS[part]
 
 
-def module_level_imports(path: pathlib.Path) -> list[str]:
-    tree = ast.parse(path.read_text())
+def _imported_names(nodes: list[ast.stmt] | list[ast.AST]) -> list[str]:
     names = []
-    for node in tree.body:  # module level only: lazy imports inside functions are seams
+    for node in nodes:
         if isinstance(node, ast.Import):
             names.extend(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.append(node.module)
+            # `from packetron import server` names a layer through the alias
+            if node.module == "packetron":
+                names.extend(f"packetron.{alias.name}" for alias in node.names)
     return names
+
+
+def module_level_imports(path: pathlib.Path) -> list[str]:
+    return _imported_names(ast.parse(path.read_text()).body)
+
+
+def all_imports(path: pathlib.Path) -> list[str]:
+    """Every import of the module: module level, inside functions, under TYPE_CHECKING."""
+    return _imported_names(list(ast.walk(ast.parse(path.read_text()))))
 
 
 def test_contract_names_are_exported() -> None:
@@ -59,13 +73,44 @@ def test_lower_layers_never_import_higher_ones() -> None:
     offenders = []
     for path in ROOT.rglob("*.py"):
         own = layer_of(path)
-        for name in module_level_imports(path):
+        for name in all_imports(path):
             if not name.startswith("packetron."):
                 continue
             target = name.split(".")[1]
             if target in LAYERS and LAYERS[target] > own:
                 offenders.append(f"{path.relative_to(ROOT)} imports {name}")
     assert offenders == []
+
+
+def test_the_layer_check_sees_imports_inside_functions(tmp_path: pathlib.Path) -> None:
+    module = tmp_path / "lazy.py"
+    module.write_text("def f():\n    from packetron.server import Packetron\n"
+                      "    import packetron.cli\n")
+    assert all_imports(module) == ["packetron.server", "packetron.cli"]
+
+
+def test_every_top_level_part_has_a_layer() -> None:
+    parts = {path.relative_to(ROOT).parts[0].removesuffix(".py") for path in ROOT.rglob("*.py")}
+    assert parts - set(LAYERS) == set()
+
+
+DESIGN_NAMES = {
+    "packetron": ["Packetron", "ServerFlags", "HandlerFlags", "FileRouterFlags",
+                  "RequestMethod", "Plugin", "PluginPriority", "HttpResponseCode", "HttpError",
+                  "Request", "Response", "Route", "PacketronError", "GlobalDataDisabled"],
+    "packetron.errors": ["PacketronError", "HttpError", "FrameTooLarge", "BufferFull",
+                         "RpcTimeout", "ConnectionClosed", "GlobalDataDisabled", "ConfigError"],
+    "packetron.net": ["Broker", "TcpServer", "TcpClient", "Connection",
+                      "LengthPrefixedFramer", "LineFramer", "FramingSocket", "PacketStream"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(DESIGN_NAMES))
+def test_design_names_are_exported(module: str) -> None:
+    mod = importlib.import_module(module)
+    missing = [name for name in DESIGN_NAMES[module]
+               if not hasattr(mod, name) or (hasattr(mod, "__all__") and name not in mod.__all__)]
+    assert missing == []
 
 
 @pytest.mark.parametrize("relative", PURE_MODULES)

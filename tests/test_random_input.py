@@ -130,7 +130,7 @@ def test_http_protocol_answers_any_byte_stream_with_http(caplog: pytest.LogCaptu
     rng = random.Random(7)
     statuses: set[bytes] = set()
     try:
-        state = server._state()
+        state = server.serving_state()
         with caplog.at_level(logging.CRITICAL, logger="packetron"):
             for _ in range(ROUNDS):
                 protocol = HttpProtocol(state, loop)

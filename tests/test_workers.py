@@ -23,8 +23,9 @@ import pytest
 
 from packetron import Packetron, ServerFlags
 from packetron.errors import PacketronError
-from packetron import supervisor as supervisor_module
-from packetron.supervisor import _respawn_delay, open_firewall_port
+from packetron.server import pool as supervisor_module
+from packetron.server.ossupport import open_firewall_port
+from packetron.server.pool import respawn_delay as _respawn_delay
 
 APP = Path(__file__).parent / "apps" / "worker_app.py"
 HOST = "127.0.0.1"
@@ -391,3 +392,15 @@ def test_open_firewall_never_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert open_firewall_port(4567) is False
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert open_firewall_port(4567) is False  # no tool at all
+
+
+def test_silence_internal_logs_lasts_only_while_the_server_runs() -> None:
+    import logging
+
+    before = [logging.getLogger(name).level
+              for name in ("packetron.server", "packetron.net", "packetron.worker")]
+    with Packetron(port=0, host=HOST, workers=1, flags=ServerFlags.SILENCE_INTERNAL_LOGS):
+        assert logging.getLogger("packetron.net").level == logging.ERROR
+    after = [logging.getLogger(name).level
+             for name in ("packetron.server", "packetron.net", "packetron.worker")]
+    assert after == before

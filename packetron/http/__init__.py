@@ -1,10 +1,10 @@
 """The HTTP framework on top of packetron.net."""
 from __future__ import annotations
 
-from packetron.http.app import Packetron
+from packetron.http.app import Application
 from packetron.http.plugins import Plugin
 from packetron.http.request import Request
 from packetron.http.response import Response
 from packetron.http.route import Route
 
-__all__ = ["Packetron", "Plugin", "Request", "Response", "Route"]
+__all__ = ["Application", "Plugin", "Request", "Response", "Route"]

@@ -3,20 +3,27 @@ from __future__ import annotations
 
 import inspect
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 from packetron.errors import ConfigError
 from packetron.flags import HandlerFlags, RequestMethod
 from packetron.http.limits import FixedWindowRateLimiter
 from packetron.http.plugins import Plugin, PluginManager
 from packetron.http.router import normalize_path
+from packetron.options import ServerOptions
 
-if TYPE_CHECKING:
-    from packetron.http.app import Packetron
 
 __all__ = ["Route", "BodyMode", "body_mode_for", "MULTIPART_OPTION_NAMES"]
 
 Handler = Callable[[Any, Any], Any]
+
+
+class RouteOwner(Protocol):
+    """What a route needs of the application it is registered on."""
+
+    config: ServerOptions
+
+    def remove_route(self, route: "Route") -> bool: ...
 
 MULTIPART_OPTION_NAMES = frozenset({
     "max_file_size", "max_files", "max_fields", "max_field_size", "max_field_name_size",
@@ -67,11 +74,11 @@ class Route:
                  "streams", "needs_task", "buffered_cap", "plain", "plain_sync",
                  "bodiless_inline",
                  "plugins", "multipart_options", "rate_limiter", "max_request_size_in_bytes",
-                 "local_plugins_only", "_server", "__weakref__")
+                 "local_plugins_only", "_app", "__weakref__")
 
     def __init__(
         self,
-        server: "Packetron | None",
+        app: RouteOwner | None,
         method: int,
         path: str,
         handler: Handler,
@@ -117,7 +124,7 @@ class Route:
                 not isinstance(max_request_size_in_bytes, int) or max_request_size_in_bytes < 0):
             raise ConfigError("max_request_size_in_bytes must be a non-negative integer")
         self.max_request_size_in_bytes = max_request_size_in_bytes
-        self._server = server
+        self._app = app
         # The body cap when the body is decoded in memory: the route's own, or the server's
         # max_buffered_body_size_in_bytes. Streaming routes are capped by their own only.
         if self.streams:
@@ -125,8 +132,8 @@ class Route:
         elif max_request_size_in_bytes is not None or self.body_mode is BodyMode.DISCARD:
             self.buffered_cap = max_request_size_in_bytes
         else:
-            self.buffered_cap = (server.config.max_buffered_body_size_in_bytes
-                                 if server is not None else None)
+            self.buffered_cap = (app.config.max_buffered_body_size_in_bytes
+                                 if app is not None else None)
         # A plain route needs no per-request decision beyond the body cap: no rate limit,
         # no body that may or may not stream, nothing discarded.
         self.plain = (self.rate_limiter is None and not self.streams
@@ -148,11 +155,15 @@ class Route:
 
     def remove(self) -> bool:
         """Unregister this route; True if it was still registered."""
-        if self._server is None:
+        if self._app is None:
             return False
-        removed = self._server._remove_route(self)
-        self._server = None
+        removed = self._app.remove_route(self)
+        self._app = None
         return removed
+
+    def detach(self) -> None:
+        """Forget the application (this route was replaced by another on its path)."""
+        self._app = None
 
     def __repr__(self) -> str:
         return f"Route({self.method.name} /{self.key} -> {getattr(self.handler, '__name__', self.handler)!r})"

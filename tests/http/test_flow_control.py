@@ -104,7 +104,7 @@ def test_a_client_that_stops_reading_stops_the_server_reading_and_answering() ->
     app.get("n", lambda q, s: s.send_text_plain(q.get_query_params()["i"] + "." * 1000))
     loop = asyncio.new_event_loop()
     try:
-        protocol = HttpProtocol(app._state(), loop)
+        protocol = HttpProtocol(app.serving_state(), loop)
         transport = SlowReaderTransport(protocol, high=64 * 1024)
         protocol.connection_made(transport)
         count = 1000
@@ -150,7 +150,7 @@ def test_a_waiting_request_with_a_body_pauses_reading() -> None:
     app.post("echo", lambda q, s: s.send(q.body))
     loop = asyncio.new_event_loop()
     try:
-        protocol = HttpProtocol(app._state(), loop)
+        protocol = HttpProtocol(app.serving_state(), loop)
         transport = SlowReaderTransport(protocol, high=1 << 30)
         protocol.connection_made(transport)
         protocol.data_received(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"
