@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import threading
+import types
 from typing import Any, Callable, Iterable, TypeVar
 
 from packetron.flags import RequestMethod
+from packetron.http.lifespan import Hook, Lifespan
 from packetron.http.plugins import Plugin, PluginManager
 from packetron.http.route import Route
 from packetron.http.router import Router
@@ -44,6 +46,22 @@ class Application:
             self._global_plugins.add(plugin)
         self._lock = threading.Lock()
         self._on_routes_changed: Callable[[], None] | None = None
+        self.lifespan = Lifespan()
+        # A per-process namespace for what startup hooks open (pools, clients).
+        self.state = types.SimpleNamespace()
+
+    # ------------------------------------------------------------ lifespan
+
+    def on_startup(self, fn: Hook) -> Hook:
+        """Register `fn(server)` (sync or async) to run in every serving process before it
+        accepts a connection; usable as a decorator. A hook that raises makes start() /
+        run() fail with that error."""
+        return self.lifespan.add_startup(fn)
+
+    def on_shutdown(self, fn: Hook) -> Hook:
+        """Register `fn(server)` to run in every serving process at stop, after its
+        in-flight requests finished; usable as a decorator."""
+        return self.lifespan.add_shutdown(fn)
 
     # ------------------------------------------------------------ routes
 
@@ -170,4 +188,4 @@ class Application:
 
     def serving_state(self) -> ServerState:
         """A fresh per-loop state over this application's router, plugins and options."""
-        return ServerState(self.router, self._global_plugins, self.config)
+        return ServerState(self.router, self._global_plugins, self.config, app=self)

@@ -88,9 +88,17 @@ class ServingLoop:
         self._stop_requested = asyncio.Event()
         state = self.state
         state.now = loop.time()
-        server = await start_tcp_listener(lambda: HttpProtocol(state, loop), self.sock,
-                                          ssl=self.ssl or build_tls(state.options),
-                                          screen=build_screen(state.options))
+        app = state.app
+        if app is not None and app.lifespan.startup:
+            await app.lifespan.run_startup(app)  # before the first accept
+        try:
+            server = await start_tcp_listener(lambda: HttpProtocol(state, loop), self.sock,
+                                              ssl=self.ssl or build_tls(state.options),
+                                              screen=build_screen(state.options))
+        except BaseException:
+            if app is not None and app.lifespan.shutdown:
+                await app.lifespan.run_shutdown(app)  # what startup opened is closed again
+            raise
         tick_handle: list[asyncio.TimerHandle] = []
 
         def tick() -> None:
@@ -106,6 +114,8 @@ class ServingLoop:
             await self._shutdown(server)
             for handle in tick_handle:
                 handle.cancel()
+            if app is not None and app.lifespan.shutdown:
+                await app.lifespan.run_shutdown(app)
 
     async def _shutdown(self, server: asyncio.Server) -> None:
         """Stop accepting, let answers in progress finish, close idle keep-alive connections."""

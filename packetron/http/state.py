@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from packetron.http import wire
 from packetron.http.plugins import PluginManager
@@ -20,10 +20,13 @@ class ServerState:
     """Router, plugins, options and the once-a-second clock of one serving loop."""
 
     __slots__ = ("router", "global_plugins", "options", "date_header", "now", "connections",
-                 "trusted_proxies")
+                 "trusted_proxies", "app")
 
     def __init__(self, router: "Router[Route]", global_plugins: PluginManager,
-                 options: ServerOptions) -> None:
+                 options: ServerOptions, app: Any = None) -> None:
+        # The application served (its lifespan hooks, error handlers); None in unit tests
+        # of the protocol that build a state by hand.
+        self.app = app
         self.router = router
         self.global_plugins = global_plugins
         self.options = options

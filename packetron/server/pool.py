@@ -75,6 +75,7 @@ class WorkerPool:
         self._next_spawn_at = 0.0
         self._quick_failures = 0
         self._exit_code = EXIT_OK
+        self._start_failure: str | None = None  # "failed <reason>" from a worker
 
     def run(self) -> int:
         signals = self._signals = SignalQueue((signal.SIGTERM, signal.SIGINT, signal.SIGCHLD))
@@ -176,7 +177,9 @@ class WorkerPool:
     def _read_worker(self, worker: ChildProcess) -> None:
         messages = worker.read_messages()
         for message in messages or ():
-            if message == "ready" and not worker.ready:
+            if message.startswith("failed ") and self._start_failure is None:
+                self._start_failure = message  # passed on if the first start fails
+            elif message == "ready" and not worker.ready:
                 worker.ready = True
                 if self._rolling and not self._reported_ready:
                     for fd in self._older:
@@ -223,8 +226,11 @@ class WorkerPool:
             worker_logger.debug("worker %d stopped (%s)", worker.pid, describe_exit(status))
             return
         if not worker.ready and not self._reported_ready:
+            self._read_worker(worker)  # its last words, if the pipe still holds them
             worker_logger.error("worker %d failed to start (%s)", worker.pid,
                                 describe_exit(status))
+            if self._start_failure is not None:
+                self._send(self._status_fd, self._start_failure)
             self._exit_code = EXIT_START_FAILED
             self._begin_stop(self._graceful_timeout)
             return
@@ -275,7 +281,7 @@ class WorkerPool:
     @staticmethod
     def _send(fd: int, command: str) -> None:
         try:
-            os.write(fd, command.encode("ascii") + b"\n")
+            os.write(fd, command.encode("ascii", "replace") + b"\n")
         except (BrokenPipeError, BlockingIOError):
             pass
 

@@ -216,11 +216,17 @@ class Supervisor:
 
     def _wait_until_ready(self, pool: ChildProcess, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        reason = ""
         while True:
             messages = pool.read_messages()
+            for message in messages or ():
+                if message.startswith("failed "):
+                    reason = message.removeprefix("failed ")
             if messages is None:
                 pool.reap(block=True)
                 self._pools.remove(pool)
+                if reason:
+                    raise PacketronError(f"the workers failed to start: {reason}")
                 raise PacketronError("the workers failed to start ("
                                      f"{describe_exit(pool.exit_status or 0)}); see the log")
             if "ready" in messages:

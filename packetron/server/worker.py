@@ -121,6 +121,16 @@ def run_worker(app: Application, sock: socket.socket, ctl_fd: int, status_fd: in
 
     try:
         loop.run_until_complete(serving.serve(on_ready=on_ready))
+    except BaseException as exc:
+        if not stopper.started:
+            # Tell the pool why (a startup hook raised, the TLS context failed ...): the
+            # server's start() reports it instead of a bare exit status.
+            reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:400]
+            try:
+                os.write(status_fd, f"failed {reason}\n".encode("utf-8", "replace"))
+            except OSError:
+                pass
+        raise
     finally:
         loop.remove_reader(ctl_fd)
         try:
