@@ -1,6 +1,10 @@
 """The example server: a JSON API, static files and an upload form.
 
     python examples/app.py --port 3000        # then open http://127.0.0.1:3000/
+    packetron serve examples.app:server --port 3000 --workers 4
+
+Uploads are kept under $PACKETRON_EXAMPLE_STORAGE (default: <tempdir>/packetron-example)
+and read from disk on every request, so any number of workers serves them.
 
 The page and the upload endpoint come from examples/site_server.py; this file adds a small
 JSON API on top of them:
@@ -24,7 +28,8 @@ sys.path.insert(0, HERE)  # so `site_server` imports whether run as a script or 
 from packetron import HandlerFlags, Packetron, Plugin, PluginPriority  # noqa: E402
 from site_server import build_server as build_site  # noqa: E402
 
-DEFAULT_STORAGE = os.path.join(tempfile.gettempdir(), "packetron-example")
+DEFAULT_STORAGE = os.environ.get("PACKETRON_EXAMPLE_STORAGE") or os.path.join(
+    tempfile.gettempdir(), "packetron-example")
 
 
 def build_server(port: int = 3000, host: str = "127.0.0.1",
