@@ -1,32 +1,42 @@
 # Two commands do all the set-up on an empty machine:
-#   make run   - create .venv, install, start the example server
-#   make test  - create .venv, install with test extras, prepare peers, run the suite
+#   make run   - create .venv, install packetron (runtime dependencies only), start the example server
+#   make test  - create .venv, install with the test extra, prepare peers, run the suite
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 3000
+# One stamp per kind of install: a runtime install must not count as a test install
+# (it lacks pytest), and either is redone when the package metadata changes.
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: run test bench clean prepare
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): setup.cfg pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): setup.cfg pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-run: $(VENV)/.installed
+run: $(RUN_STAMP)
 	$(PY) examples/app.py --host $(HOST) --port $(PORT)
 
 # tests/prepare.sh installs the peers some tests talk to (Node packages, redis-server,
 # chromium) with the project's own files, so a fresh clone needs nothing by hand.
-prepare: $(VENV)/.installed
+prepare: $(TEST_STAMP)
 	bash tests/prepare.sh
 
 test: prepare
 	$(PY) -m pytest -q
 
-bench: $(VENV)/.installed
+bench: $(TEST_STAMP)
 	$(PY) bench/http.py
 
 clean:
