@@ -575,3 +575,20 @@ def test_rate_counter_rejects_bad_arguments(store: GlobalData) -> None:
         counter.allow("api", -1, 1.0, now=0.0)
     with pytest.raises(ConfigError):
         counter.allow("api", 1, 0.0, now=0.0)
+
+
+# ---------------------------------------------------------------- package shape
+
+
+def test_package_exports_what_its_all_lists() -> None:
+    import packetron.globaldata as globaldata
+
+    missing = [name for name in globaldata.__all__ if not hasattr(globaldata, name)]
+    assert missing == []
+    assert len(globaldata.__all__) == len(set(globaldata.__all__))
+
+
+def test_each_backend_lives_in_its_own_module() -> None:
+    assert SQLiteGlobalData.__module__ == "packetron.globaldata.sqlite"
+    assert RedisGlobalData.__module__ == "packetron.globaldata.redis"
+    assert DisabledGlobalData.__module__ == "packetron.globaldata.disabled"

@@ -18,10 +18,11 @@ import asyncio
 import itertools
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any
 
-from packetron.errors import BufferFull, ConfigError, ConnectionClosed, ConnectionModeError
+from packetron.errors import ConfigError, ConnectionClosed, ConnectionModeError
 from packetron.log import net_logger
+from packetron.net.events import EventEmitter
 from packetron.net.reading import (
     DEFAULT_MAX_LINE_BYTES,
     MODE_MESSAGE,
@@ -31,6 +32,16 @@ from packetron.net.reading import (
     READ_LOW_WATER_BYTES,
     Framer,
     StreamReading,
+)
+from packetron.net.writing import CLOSED as _CLOSED
+from packetron.net.writing import CLOSING as _CLOSING
+from packetron.net.writing import OPEN as _OPEN
+from packetron.net.writing import (
+    DEFAULT_MAX_BUFFER_BYTES,
+    DEFAULT_WARN_BUFFER_BYTES,
+    ConnectionState,
+    StreamWriting,
+    check_buffer_limits,
 )
 
 __all__ = [
@@ -47,19 +58,10 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
 ]
 
-# Outgoing buffer: the same defaults as FramingSocket, so a Connection handed to the RPC
-# layer behaves the same way.
-DEFAULT_WARN_BUFFER_BYTES = 512 * 1024
-DEFAULT_MAX_BUFFER_BYTES = 1024 * 1024
 # open_connection() gives up after this many seconds (TcpClient's default timeout).
 DEFAULT_CONNECT_TIMEOUT = 5.0
 
-ConnectionState = Literal["open", "closing", "closed"]
 EVENTS = frozenset({"drain", "pause", "resume", "close", "error", "message"})
-
-_OPEN: ConnectionState = "open"
-_CLOSING: ConnectionState = "closing"
-_CLOSED: ConnectionState = "closed"
 
 
 _ids = itertools.count(1)
@@ -76,22 +78,12 @@ def _check_options(
         ConfigError: a buffer size is not positive, max is below warn, or the idle
             timeout is not positive.
     """
-    if not isinstance(warn_buffer_bytes, int) or warn_buffer_bytes <= 0:
-        raise ConfigError(
-            f"warn_buffer_bytes must be a positive int, got {warn_buffer_bytes!r}"
-        )
-    if max_buffer_bytes is not None and (
-        not isinstance(max_buffer_bytes, int) or max_buffer_bytes < warn_buffer_bytes
-    ):
-        raise ConfigError(
-            f"max_buffer_bytes must be None or an int >= warn_buffer_bytes "
-            f"({warn_buffer_bytes}), got {max_buffer_bytes!r}"
-        )
+    check_buffer_limits(warn_buffer_bytes, max_buffer_bytes)
     if idle_timeout is not None and not idle_timeout > 0:
         raise ConfigError(f"idle_timeout must be None or > 0 seconds, got {idle_timeout!r}")
 
 
-class Connection(StreamReading, asyncio.Protocol):
+class Connection(StreamReading, StreamWriting, asyncio.Protocol):
     """A TCP or TLS stream.
 
     Servers create one per accepted socket; clients get one from `open_connection`.
@@ -133,7 +125,7 @@ class Connection(StreamReading, asyncio.Protocol):
         "_held_eof",
         "_write_paused",
         "_drain_waiters",
-        "_listeners",
+        "_events",
         "_message_fns",
         "_mode",
         "_on_open",
@@ -212,7 +204,7 @@ class Connection(StreamReading, asyncio.Protocol):
         # Made on first use: most connections never drain() or add a listener, and the
         # accept path is where every allocation counts.
         self._drain_waiters: list[asyncio.Future[None]] | None = None
-        self._listeners: dict[str, list[Callable[..., Any]]] | None = None
+        self._events: EventEmitter | None = None
         self._message_fns: list[Callable[[bytes], Any]] | None = None
         self._mode = MODE_NONE
         self._on_open = on_open
@@ -241,14 +233,6 @@ class Connection(StreamReading, asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             return (str(peer[0]), int(peer[1]))
         return ("", 0)
-
-    @property
-    def buffered_amount(self) -> int:
-        """Bytes written but not yet handed to the kernel."""
-        t = self._transport
-        if t is None or self._state is _CLOSED:
-            return 0
-        return t.get_write_buffer_size()
 
     @property
     def transport(self) -> asyncio.Transport | None:
@@ -315,7 +299,7 @@ class Connection(StreamReading, asyncio.Protocol):
                     self._fail(exc)
                     return
                 if result is not None and asyncio.iscoroutine(result):
-                    self._spawn(result, fail=True)
+                    self._spawn(result)
             return
         self._rbuf += data
         waiter = self._waiter
@@ -374,11 +358,11 @@ class Connection(StreamReading, asyncio.Protocol):
             self._emit("error", exc)
         if self._close_hook is not None:
             self._close_hook(self)
-        listeners = self._listeners
-        if listeners is not None:
-            self._emit("close")
+        events = self._events
+        if events is not None:
+            events.emit("close")
             # "close" fires once, and no chunk comes after it: these listeners are done.
-            listeners.pop("close", None)
+            events.clear("close")
         # Dropping the "message" listeners too breaks the usual reference cycle
         # (conn -> its list -> conn.write -> conn), so the connection is freed at once
         # rather than by the garbage collector.
@@ -395,8 +379,6 @@ class Connection(StreamReading, asyncio.Protocol):
             ConfigError: unknown event name.
             ConnectionModeError: "message" on a connection that is being read.
         """
-        if event not in EVENTS:
-            raise ConfigError(f"unknown Connection event {event!r}; known: {sorted(EVENTS)}")
         if event == "message":
             if self._mode == MODE_READ:
                 raise ConnectionModeError(
@@ -416,10 +398,10 @@ class Connection(StreamReading, asyncio.Protocol):
             if self._eof and self._state is _OPEN and self._transport is not None:
                 self.close()
             return fn
-        if self._listeners is None:
-            self._listeners = {}
-        self._listeners.setdefault(event, []).append(fn)
-        return fn
+        events = self._events
+        if events is None:
+            events = self._events = EventEmitter(EVENTS, "Connection", f"connection {self.id}")
+        return events.on(event, fn)
 
     def off(self, event: str, fn: Callable[..., Any]) -> None:
         """Remove a listener added with on(); unknown listeners are ignored."""
@@ -431,9 +413,8 @@ class Connection(StreamReading, asyncio.Protocol):
                     # high mark) for the next "message" listener instead of being lost.
                     self._message_fns = None
             return
-        fns = self._listeners.get(event) if self._listeners is not None else None
-        if fns is not None and fn in fns:
-            fns.remove(fn)
+        if self._events is not None:
+            self._events.off(event, fn)
 
     def _deliver_pending(self, data: bytes) -> None:
         for fn in list(self._message_fns or ()):
@@ -443,30 +424,23 @@ class Connection(StreamReading, asyncio.Protocol):
                 self._fail(exc)
                 return
             if result is not None and asyncio.iscoroutine(result):
-                self._spawn(result, fail=True)
+                self._spawn(result)
 
     def _emit(self, event: str, *args: Any) -> None:
-        fns = self._listeners.get(event) if self._listeners is not None else None
-        if not fns:
+        events = self._events
+        if events is None or not events.emit(event, *args):
             if event == "error" and args and self._error_hook is None:
                 net_logger.debug("connection %s: %r", self.id, args[0])
-            return
-        for fn in list(fns):
-            try:
-                result = fn(*args)
-            except Exception:
-                net_logger.exception("connection %s: %r listener failed", self.id, event)
-                continue
-            if result is not None and asyncio.iscoroutine(result):
-                self._spawn(result, fail=False)
 
-    def _spawn(self, coro: Awaitable[Any], *, fail: bool) -> None:
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        # A "message" listener's coroutine: its failure ends the connection, as a raise
+        # from a plain listener does. (Other events' coroutines are the emitter's.)
         loop = self._loop or asyncio.get_running_loop()
         task: asyncio.Task[Any] = loop.create_task(coro)  # type: ignore[arg-type]
         if self._tasks is None:
             self._tasks = set()
         self._tasks.add(task)
-        task.add_done_callback(self._task_done if fail else self._listener_task_done)
+        task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         if self._tasks is not None:
@@ -474,113 +448,18 @@ class Connection(StreamReading, asyncio.Protocol):
         if not task.cancelled() and task.exception() is not None:
             self._fail(task.exception())  # type: ignore[arg-type]
 
-    def _listener_task_done(self, task: asyncio.Task[Any]) -> None:
-        if self._tasks is not None:
-            self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            net_logger.error("connection %s: listener failed", self.id, exc_info=task.exception())
-
     def _report(self, exc: BaseException) -> None:
         """User code failed on this connection: tell "error" listeners and the server."""
         self._emit("error", exc)
         if self._error_hook is not None:
             self._error_hook(exc, self)
-        elif not (self._listeners and self._listeners.get("error")):
+        elif not (self._events is not None and self._events.has("error")):
             net_logger.error("connection %s: unhandled error", self.id, exc_info=exc)
 
     def _fail(self, exc: BaseException) -> None:
         # A listener's error ends this connection only; pending output is still flushed.
         self._report(exc)
         self.close()
-
-    # ------------------------------------------------------------ writing
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue bytes for sending.
-
-        Raises:
-            ConnectionClosed: the connection is closing or closed.
-            BufferFull: more than max_buffer_bytes are already waiting to be sent.
-        """
-        t = self._transport
-        if self._state is not _OPEN or t is None:
-            raise ConnectionClosed(f"cannot write: connection is {self._state}")
-        limit = self.max_buffer_bytes
-        if limit is not None and t.get_write_buffer_size() > limit:
-            raise BufferFull(
-                f"{t.get_write_buffer_size()} bytes already buffered (max_buffer_bytes={limit})"
-            )
-        if self._idle_handle is not None:
-            self._last_activity = self._loop.time()  # type: ignore[union-attr]
-        t.write(data)
-
-    def send(self, data: bytes | bytearray | memoryview) -> bool:
-        """Queue bytes for sending, Node style.
-
-        Returns:
-            True while the outgoing buffer is below warn_buffer_bytes; False once it went
-            above (a "drain" event follows when it has emptied down to a quarter).
-
-        Raises:
-            ConnectionClosed: the connection is closing or closed.
-            BufferFull: more than max_buffer_bytes are already waiting to be sent.
-        """
-        self.write(data)
-        return not self._write_paused
-
-    def writelines(self, chunks: list[bytes]) -> None:
-        """write() each chunk (one buffer check, one transport call)."""
-        self.write(b"".join(chunks))
-
-    def write_eof(self) -> None:
-        """Half-close: send EOF after the buffered bytes; reading goes on.
-
-        Raises:
-            ConnectionClosed: the connection is closing or closed.
-        """
-        t = self._transport
-        if self._state is not _OPEN or t is None:
-            raise ConnectionClosed(f"cannot write_eof: connection is {self._state}")
-        if self._wrote_eof:
-            return
-        self._wrote_eof = True
-        if self._is_tls() or not t.can_write_eof():
-            self.close()
-        elif self._eof:
-            self.close()  # the peer is done too: a full close
-        else:
-            t.write_eof()
-
-    async def drain(self) -> None:
-        """Wait until the outgoing buffer is below the low watermark.
-
-        Raises:
-            ConnectionClosed: the connection closed before (or while) draining.
-        """
-        if self._state is _CLOSED:
-            raise ConnectionClosed("cannot drain: connection is closed")
-        if not self._write_paused:
-            return
-        fut = self._loop.create_future()  # type: ignore[union-attr]
-        if self._drain_waiters is None:
-            self._drain_waiters = []
-        self._drain_waiters.append(fut)
-        try:
-            await fut
-        finally:
-            if self._drain_waiters is not None and fut in self._drain_waiters:
-                self._drain_waiters.remove(fut)
-
-    def _wake_drainers(self, exc: BaseException | None) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, None
-        if not waiters:
-            return
-        for fut in waiters:
-            if not fut.done():
-                if exc is None:
-                    fut.set_result(None)
-                else:
-                    fut.set_exception(exc)
 
     # ------------------------------------------------------------ flow control
 

@@ -32,6 +32,7 @@ from packetron.errors import (
 from packetron.log import net_logger
 from packetron.net.client import TcpClient
 from packetron.net.connection import Connection
+from packetron.net.events import EventEmitter
 from packetron.net.framing import (
     DEFAULT_MAX_FRAME_SIZE,
     LengthReader,
@@ -150,7 +151,7 @@ class FramingSocket:
         self._framer: RpcFramer | None = None
         self._pending: dict[int, tuple[asyncio.Future[bytes], asyncio.TimerHandle | None]] = {}
         self._expired: deque[int] = deque(maxlen=_EXPIRED_MEMORY)
-        self._listeners: dict[str, list[Callable[..., Any]]] = {}
+        self._events = EventEmitter(RPC_EVENTS, "FramingSocket")
         self._wbuf: list[bytes] = []
         self._flush_scheduled = False
         self._closing = False
@@ -164,25 +165,14 @@ class FramingSocket:
         Raises:
             ConfigError: unknown event.
         """
-        if event not in RPC_EVENTS:
-            raise ConfigError(f"unknown FramingSocket event {event!r}; known: {sorted(RPC_EVENTS)}")
-        self._listeners.setdefault(event, []).append(fn)
-        return fn
+        return self._events.on(event, fn)
 
     def off(self, event: str, fn: Callable[..., Any]) -> None:
         """Remove a listener; unknown ones are ignored."""
-        fns = self._listeners.get(event)
-        if fns and fn in fns:
-            fns.remove(fn)
+        self._events.off(event, fn)
 
     def _emit(self, event: str, *args: Any) -> None:
-        for fn in list(self._listeners.get(event, ())):
-            try:
-                result = fn(*args)
-                if inspect.isawaitable(result):
-                    asyncio.ensure_future(result)
-            except Exception:
-                net_logger.exception("FramingSocket %r listener failed", event)
+        self._events.emit(event, *args)
 
     # ------------------------------------------------------------ connection
 

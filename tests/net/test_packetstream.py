@@ -24,7 +24,7 @@ from packetron.net.packetstream import (
     PacketStreamMachine,
     error_payload,
 )
-from packetron.net.psc import GOODBYE_BYTES, MAX_REQ, PacketDecoder, encode_packet
+from packetron.net.packetstream.codec import GOODBYE_BYTES, MAX_REQ, PacketDecoder, encode_packet
 from packetron.net.tcpserver import TcpServer
 
 # ---------------------------------------------------------------- the machine, sans-I/O

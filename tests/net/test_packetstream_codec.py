@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from packetron.errors import ConfigError, FramingError, FrameTooLarge
-from packetron.net.psc import (
+from packetron.net.packetstream.codec import (
     GOODBYE,
     GOODBYE_BYTES,
     Packet,

@@ -5,14 +5,14 @@ half-closed stream ends, closing and GOODBYE, following packet-stream 2.0.6 (see
 PACKET-STREAM.md §3). Bytes go in through `receive_data`, which reports each packet
 through callbacks (no event objects on the hot path, as httptools does); every
 `send_*` method returns the bytes to write. No loop, socket or clock: the async
-driver is packetron.net.packetstream.PacketStream.
+driver is `packetstream.session.PacketStream`; the bytes are `packetstream.codec`'s.
 """
 from __future__ import annotations
 
 from typing import Any, Protocol
 
 from packetron.errors import ConnectionClosed, RpcError
-from packetron.net.psc import (
+from packetron.net.packetstream.codec import (
     DEFAULT_MAX_BODY_SIZE,
     GOODBYE,
     GOODBYE_BYTES,

@@ -1,7 +1,7 @@
 """PacketStream: Node's packet-stream (messages, requests, duplex streams) over a Connection.
 
-The protocol state lives in the sans-I/O `psmachine.PacketStreamMachine` (events in,
-bytes out). This module is its thin async driver: futures for requests,
+The protocol state lives in the sans-I/O `machine.PacketStreamMachine` (events in,
+bytes out), the wire format in `codec`. This module is its thin async driver: futures for requests,
 `DuplexStream` objects for substreams, user handlers (sync or async), and one
 batched write per loop iteration to the Connection.
 
@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import traceback
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from packetron.errors import (
@@ -28,201 +26,23 @@ from packetron.errors import (
     ConfigError,
     ConnectionClosed,
     FramingError,
-    RemoteError,
-    RpcError,
     RpcTimeout,
 )
 from packetron.log import net_logger
 from packetron.net.connection import Connection
-from packetron.net.psc import DEFAULT_MAX_BODY_SIZE
+from packetron.net.packetstream.codec import DEFAULT_MAX_BODY_SIZE
+from packetron.net.packetstream.duplex import DuplexStream
+from packetron.net.packetstream.errorobjects import (
+    NO_REQUEST_HANDLER,
+    NO_STREAM_HANDLER,
+    UNEXPECTED_END,
+    error_payload,
+    remote_error,
+)
+from packetron.net.packetstream.machine import PacketStreamMachine
 from packetron.net.rpc import DEFAULT_MAX_IN_FLIGHT, InFlightLimit
-from packetron.net.psmachine import MachineHandler, PacketStreamMachine
 
-__all__ = [
-    "PacketStream",
-    "DuplexStream",
-    "PacketStreamMachine",
-    "MachineHandler",
-    "error_payload",
-    "remote_error",
-    "NO_REQUEST_HANDLER",
-    "NO_STREAM_HANDLER",
-    "UNEXPECTED_END",
-]
-
-#: Node's answer to a request when no request handler exists (byte-identical).
-NO_REQUEST_HANDLER = {"message": "Unable to handle requests", "name": "NO_REQUEST_HANDLER",
-                      "stack": None}
-#: Our answer to a stream when no stream handler exists (same shape).
-NO_STREAM_HANDLER = {"message": "Unable to handle streams", "name": "NO_STREAM_HANDLER",
-                     "stack": None}
-#: The message Node gives pending calls when the session ends under them.
-UNEXPECTED_END = "unexpected end of parent stream"
-
-
-def error_payload(err: BaseException | dict[str, Any], *, include_stack: bool = True
-                  ) -> dict[str, Any]:
-    """packet-stream's ``flat(err)``: ``{"message", "name", "stack"}`` in that order.
-
-    A RemoteError carrying a dict payload is passed on unchanged, so forwarding a
-    peer's error keeps its original name and stack.
-
-    Args:
-        err: an exception, or a ready payload dict (returned as is).
-        include_stack: False replaces the traceback with "Name: message".
-    """
-    if isinstance(err, dict):
-        return err
-    if isinstance(err, RemoteError) and isinstance(err.payload, dict):
-        return err.payload
-    name = type(err).__name__
-    message = str(err)
-    if include_stack and err.__traceback__ is not None:
-        stack = "".join(traceback.format_exception(err)).rstrip("\n")
-    else:
-        stack = f"{name}: {message}" if message else name
-    return {"message": message, "name": name, "stack": stack}
-
-
-def remote_error(value: Any) -> RemoteError:
-    """Turn a peer's error value (usually ``{"message", "name", "stack"}``) into RemoteError."""
-    if isinstance(value, dict):
-        message = value.get("message")
-        name = value.get("name")
-        return RemoteError(str(message) if message is not None else repr(value), value,
-                           name=str(name) if name is not None else None)
-    return RemoteError(str(value), value)
-
-
-# ---------------------------------------------------------------- duplex streams
-
-_EOF = object()
-
-
-class DuplexStream:
-    """One packet-stream substream: write chunks, end, and read with ``async for``.
-
-    Both directions end on their own: `end()` closes what this side writes, and the
-    iteration stops when the peer ends its side. A peer's error end makes the
-    iteration raise RemoteError (after the chunks sent before it); a session that
-    ends under the stream makes it raise ConnectionClosed. Received chunks are
-    buffered without limit (packet-stream has no per-stream flow control).
-    """
-
-    __slots__ = ("id", "_ps", "_queue", "_waiter", "_read_end", "_error", "_write_ended")
-
-    def __init__(self, ps: PacketStream, key: int) -> None:
-        #: the request number this side writes with (+n: we opened it, -n: the peer did)
-        self.id = key
-        self._ps = ps
-        self._queue: deque[Any] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._read_end = False
-        self._error: BaseException | None = None
-        self._write_ended = False
-
-    @property
-    def error(self) -> BaseException | None:
-        """Why the read side ended abnormally (RemoteError, ConnectionClosed), else None."""
-        return self._error
-
-    @property
-    def read_ended(self) -> bool:
-        """The peer has ended its side (or the session is gone)."""
-        return self._read_end
-
-    @property
-    def write_ended(self) -> bool:
-        """This side has ended (end() was called, or the session is gone)."""
-        return self._write_ended
-
-    def write(self, value: Any) -> None:
-        """Send one chunk (bytes, str or any JSON value).
-
-        Raises:
-            RpcError: end() was already called.
-            ConnectionClosed: the session is over.
-            BufferFull: the connection's outgoing buffer is over max_buffer_bytes.
-        """
-        if self._ps._finished:
-            raise ConnectionClosed("packet stream is closed")
-        if self._write_ended:
-            raise RpcError("write after end on a packet-stream substream")
-        ps = self._ps
-        ps._check_buffer()
-        ps._send(ps._machine.send_stream_data(self.id, value))
-
-    def end(self, err: BaseException | dict[str, Any] | None = None) -> None:
-        """End this side: cleanly (JSON ``true``), or with an error object.
-
-        Calling it again does nothing.
-        """
-        if self._write_ended:
-            return
-        self._write_ended = True
-        ps = self._ps
-        if err is None:
-            data = ps._machine.send_stream_end(self.id, True)
-        else:
-            data = ps._machine.send_stream_end(
-                self.id, error_payload(err, include_stack=ps.include_stack), True)
-        ps._send(data)
-        ps._stream_maybe_done(self)
-
-    async def read(self) -> Any:
-        """The next chunk.
-
-        Raises:
-            StopAsyncIteration: the peer ended its side cleanly.
-            RemoteError: the peer ended it with an error.
-            ConnectionClosed: the session ended first.
-        """
-        return await self.__anext__()
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self
-
-    async def __anext__(self) -> Any:
-        while True:
-            if self._queue:
-                item = self._queue.popleft()
-                if item is _EOF:
-                    self._queue.appendleft(_EOF)  # keep ending on later calls too
-                    if self._error is not None:
-                        raise self._error
-                    raise StopAsyncIteration
-                return item
-            if self._read_end:
-                if self._error is not None:
-                    raise self._error
-                raise StopAsyncIteration
-            fut = self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await fut
-            finally:
-                self._waiter = None
-
-    # -- driver side
-
-    def _push(self, value: Any) -> None:
-        self._queue.append(value)
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    def _finish(self, error: BaseException | None) -> None:
-        if self._read_end:
-            return
-        self._read_end = True
-        self._error = error
-        self._push(_EOF)
-
-    def __repr__(self) -> str:
-        return (f"<DuplexStream id={self.id} read_ended={self._read_end} "
-                f"write_ended={self._write_ended}>")
-
-
-# ---------------------------------------------------------------- the async driver
+__all__ = ["PacketStream", "FLUSH_AFTER_FRAMES"]
 
 # Frames queued in one loop iteration go out in one write, but never more than this
 # many: with many calls in flight the peer starts on the first answers while this side

@@ -1,0 +1,244 @@
+"""`SQLiteGlobalData`: global data in one SQLite file shared by every local process.
+
+The default backend. One file, by default under the temp directory, shared by every
+worker and every server that uses the same path; WAL mode, so readers and the writer
+never block each other, and `update` is one `BEGIN IMMEDIATE` transaction.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+import stat
+import tempfile
+import threading
+import weakref
+from typing import Any, Callable
+
+from packetron.errors import ConfigError, PacketronError
+from packetron.globaldata.values import JsonValue, check_key, decode, encode
+
+__all__ = [
+    "SQLiteGlobalData",
+    "default_global_data_path",
+    "DEFAULT_DIRECTORY_NAME",
+    "DEFAULT_FILE_NAME",
+    "DEFAULT_BUSY_TIMEOUT_SECONDS",
+]
+
+# The directory name Packetron uses in the temp directory, kept so both can be found
+# in the same place.
+DEFAULT_DIRECTORY_NAME = ".packetroninternal"
+DEFAULT_FILE_NAME = "globaldata.sqlite3"
+# How long a writer waits for another process's transaction before giving up with
+# "database is locked". Transactions here last microseconds, so reaching this means a
+# stuck process, and an error beats a request that hangs forever.
+DEFAULT_BUSY_TIMEOUT_SECONDS = 10.0
+
+
+def default_global_data_path() -> str:
+    """Return the default SQLite file: `<tempdir>/.packetroninternal/globaldata.sqlite3`.
+
+    Returns:
+        An absolute path; nothing is created.
+    """
+    return os.path.join(tempfile.gettempdir(), DEFAULT_DIRECTORY_NAME, DEFAULT_FILE_NAME)
+
+
+def _prepare_private_directory(directory: str) -> None:
+    """Create `directory` (mode 0700) or check that an existing one is ours.
+
+    The temp directory is shared by every user of the machine. Another user could
+    create the directory first, or put a symlink there, and so read or plant our
+    data; an existing directory is therefore only used if we own it.
+    """
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"cannot create the global data directory {directory!r}: {exc}") from None
+    st = os.lstat(directory)
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{directory!r} is not a directory (a symlink or file is in the way)")
+    geteuid = getattr(os, "geteuid", None)  # absent on Windows, where %TEMP% is per user
+    if geteuid is not None and st.st_uid != geteuid():
+        raise ConfigError(
+            f"{directory!r} belongs to another user; pass an explicit global data path"
+        )
+
+
+# Connections inherited over fork() are kept referenced here, so the child never
+# closes them: SQLite's "How To Corrupt An SQLite Database File" (section 2.6) says
+# not to use in a child a connection opened before fork(), and closing is a use (it
+# may checkpoint the WAL the parent is still writing through).
+_INHERITED_CONNECTIONS: list[sqlite3.Connection] = []
+_LIVE_SQLITE_STORES: weakref.WeakSet[SQLiteGlobalData] = weakref.WeakSet()
+
+
+def _reset_locks_after_fork() -> None:
+    # A lock held by another thread at fork time would stay held forever in the child.
+    for store in list(_LIVE_SQLITE_STORES):
+        store._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_locks_after_fork)
+
+
+class SQLiteGlobalData:
+    """Global data in one SQLite file (WAL mode), shared by every process using it.
+
+    The connection is opened on first use and opened again in a forked child (the
+    process id is checked on every call), so a store created before workers are
+    forked works in each of them. Calls from several threads are serialized.
+
+    Args:
+        path: The database file. Default: `default_global_data_path()`, whose
+            directory is created with mode 0700 (and must belong to this user).
+        busy_timeout: Seconds a call waits for another process's write
+            transaction before raising `sqlite3.OperationalError`.
+
+    Raises:
+        ConfigError: The directory cannot be created or is not safely ours.
+    """
+
+    def __init__(
+        self, path: str | None = None, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT_SECONDS
+    ) -> None:
+        if busy_timeout <= 0 or not math.isfinite(busy_timeout):
+            raise ConfigError(f"busy_timeout must be a positive number of seconds, got {busy_timeout!r}")
+        if path is None:
+            path = default_global_data_path()
+            _prepare_private_directory(os.path.dirname(path))
+        else:
+            path = os.path.abspath(os.fspath(path))
+            directory = os.path.dirname(path)
+            if not os.path.isdir(directory):
+                raise ConfigError(f"the directory of the global data file does not exist: {directory!r}")
+        self.path: str = path
+        self.busy_timeout: float = busy_timeout
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._closed = False
+        _LIVE_SQLITE_STORES.add(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A 'spawn' child gets the configuration and opens its own connection.
+        return (_reopen_sqlite, (self.path, self.busy_timeout))
+
+    def __repr__(self) -> str:
+        return f"SQLiteGlobalData({self.path!r})"
+
+    def _connection(self) -> sqlite3.Connection:
+        # Caller holds self._lock.
+        if self._closed:
+            raise PacketronError("the global data store is closed")
+        pid = os.getpid()
+        if pid != self._pid:
+            if self._conn is not None:
+                _INHERITED_CONNECTIONS.append(self._conn)
+                self._conn = None
+            self._pid = pid
+        if self._conn is None:
+            self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        # isolation_level=None: no implicit transactions; update() issues its own
+        # BEGIN IMMEDIATE. check_same_thread=False: self._lock serializes threads.
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            # WAL: readers never block the writer and the writer never blocks readers.
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL under WAL: commits stay atomic and durable across process crashes;
+            # only a power loss can drop the last commits. Skips an fsync per commit.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS globaldata"
+                " (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID"
+            )
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def set(self, key: str, value: JsonValue) -> None:
+        """See `GlobalDataBackend.set`; one autocommitted statement."""
+        encoded = encode(check_key(key), value)
+        with self._lock:
+            self._connection().execute(
+                "INSERT INTO globaldata (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, encoded),
+            )
+
+    def get(self, key: str, default: JsonValue = None) -> JsonValue:
+        """See `GlobalDataBackend.get`."""
+        check_key(key)
+        with self._lock:
+            row = self._connection().execute(
+                "SELECT value FROM globaldata WHERE key = ?", (key,)
+            ).fetchone()
+        return default if row is None else decode(row[0])
+
+    def update(
+        self, key: str, fn: Callable[[JsonValue], JsonValue], default: JsonValue = None
+    ) -> JsonValue:
+        """See `GlobalDataBackend.update`; `fn` runs once, inside the write lock.
+
+        Raises:
+            sqlite3.OperationalError: Another process held the write lock for
+                `busy_timeout` seconds.
+        """
+        check_key(key)
+        with self._lock:
+            conn = self._connection()
+            # IMMEDIATE takes the write lock before reading. A plain BEGIN would read
+            # under a shared lock, and two processes could both read the same value;
+            # the second to commit would then fail with SQLITE_BUSY (or, without a
+            # transaction, silently overwrite the first).
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT value FROM globaldata WHERE key = ?", (key,)
+                ).fetchone()
+                new = fn(default if row is None else decode(row[0]))
+                conn.execute(
+                    "INSERT INTO globaldata (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, encode(key, new)),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT may already have rolled back by itself.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return new
+
+    def delete(self, key: str) -> bool:
+        """See `GlobalDataBackend.delete`."""
+        check_key(key)
+        with self._lock:
+            cursor = self._connection().execute("DELETE FROM globaldata WHERE key = ?", (key,))
+        return cursor.rowcount > 0
+
+    def close(self) -> None:
+        """Close this process's connection; later calls raise. Idempotent.
+
+        A connection inherited from a parent process is left alone (see
+        `_INHERITED_CONNECTIONS`). The file stays, shared with other processes.
+        """
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+            self._closed = True
+
+
+def _reopen_sqlite(path: str, busy_timeout: float) -> SQLiteGlobalData:
+    return SQLiteGlobalData(path, busy_timeout=busy_timeout)
