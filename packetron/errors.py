@@ -201,3 +201,23 @@ class RemoteError(RpcError):
 
 class HandlerLoadError(NetError):
     """A broker handler file failed to import or does not define the required function."""
+
+
+# ---------------------------------------------------------------- HTTP, appended
+
+
+class HttpNotImplemented(HttpError):
+    """501: the request needs something this server does not implement."""
+
+    status_code = 501
+
+
+class MethodNotImplemented(HttpNotImplemented):
+    """501: a syntactically valid method that no route can serve (RFC 9110 §9.1)."""
+
+
+class TransferCodingNotImplemented(HttpNotImplemented):
+    """501: a transfer coding other than a lone `chunked` (RFC 9112 §6.1)."""
+
+
+__all__ += ["HttpNotImplemented", "MethodNotImplemented", "TransferCodingNotImplemented"]

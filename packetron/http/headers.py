@@ -10,7 +10,9 @@ class Headers(Mapping[str, str]):
     """Read-only, case-insensitive view of request headers.
 
     Repeated headers are joined with ", " (RFC 9110 §5.3); `get_all(name)` returns each
-    value on its own. `raw` keeps the original (name, value) byte pairs in order.
+    value on its own. Values lose the spaces and tabs around them (OWS, RFC 9112 §5.1;
+    httptools strips only the leading ones). `raw` keeps the (name, value) byte pairs as
+    the parser gave them, in order.
     """
 
     __slots__ = ("raw", "_map")
@@ -20,7 +22,7 @@ class Headers(Mapping[str, str]):
         merged: dict[str, str] = {}
         for name, value in raw:
             key = name.decode("latin-1").lower()
-            text = value.decode("latin-1")
+            text = value.decode("latin-1").strip(" \t")
             if key in merged:
                 merged[key] = merged[key] + ", " + text
             else:
@@ -44,7 +46,8 @@ class Headers(Mapping[str, str]):
 
     def get_all(self, name: str) -> list[str]:
         wanted = name.lower().encode("latin-1")
-        return [value.decode("latin-1") for key, value in self.raw if key.lower() == wanted]
+        return [value.decode("latin-1").strip(" \t") for key, value in self.raw
+                if key.lower() == wanted]
 
     def __repr__(self) -> str:
         return f"Headers({self._map!r})"

@@ -17,7 +17,8 @@ from typing import Any, BinaryIO, Coroutine
 import httptools
 
 from packetron.errors import (BadRequest, ConnectionClosed, HeadersTooLarge, HttpError,
-                              PayloadTooLarge, ResponseAlreadySent, UriTooLong)
+                              MethodNotImplemented, PayloadTooLarge, ResponseAlreadySent,
+                              TransferCodingNotImplemented, UriTooLong)
 from packetron.http import wire
 from packetron.http.request import (STAGE_AWAITING_BODY, STAGE_HANDLED, Request,
                                     decode_target)
@@ -63,7 +64,47 @@ _HEAD = int(RequestMethod.HEAD)
 
 _HttpParserCallbackError = httptools.HttpParserCallbackError
 _HttpParserError = httptools.HttpParserError
+_HttpParserInvalidMethodError = httptools.HttpParserInvalidMethodError
 _HttpParserUpgrade = httptools.HttpParserUpgrade
+
+# What llhttp decides about methods, and how it is mapped here:
+# - llhttp knows a fixed list of methods (HTTP, WebDAV, a few others, and RTSP's). Any other
+#   method, however well-formed, stops it at once with HPE_INVALID_METHOD, before any
+#   callback. That error becomes 501 when the bytes starting the request are a valid method
+#   token (RFC 9110 tchar) followed by a space, and 400 otherwise (a lowercase or unknown
+#   word is still a method; binary, TLS or a bare line is not a request).
+# - A method it knows but RequestMethod does not (PROPFIND, QUERY, M-SEARCH, ...) reaches
+#   on_headers_complete and gets 501 from routing. CONNECT is one of them: no proxying here.
+# - An RTSP-only method on an HTTP/ line (DESCRIBE / HTTP/1.1) is rejected by llhttp with a
+#   plain parser error ("Invalid method for HTTP/x.x request"): also 501.
+# - llhttp also accepts the RTSP/ and ICE/ protocol names on the request line and reports
+#   only their version; _check_protocol finds them and answers 400.
+_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789"
+                   b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_RTSP_ONLY_METHOD_REASON = "Invalid method for HTTP/x.x request"
+# The request line of the common request, checked at a known offset (see on_headers_complete).
+_SP_HTTP = b" HTTP/"
+# Bytes of a request line kept when its head spans reads (method, target and protocol fit).
+_LINE_SLACK = 64
+
+
+class _TrailerList(list):  # type: ignore[type-arg]
+    """Trailer fields of a chunked body: the parser appends to it as to the head's list,
+    but they are bounded like a head, since nothing else limits them."""
+
+    __slots__ = ("max_count", "max_size", "size")
+
+    def __init__(self, max_count: int, max_size: int) -> None:
+        super().__init__()
+        self.max_count = max_count
+        self.max_size = max_size
+        self.size = 0
+
+    def append(self, field: tuple[bytes, bytes]) -> None:
+        self.size += len(field[0]) + len(field[1]) + 4
+        if len(self) >= self.max_count or self.size > self.max_size:
+            raise HeadersTooLarge("Request Header Fields Too Large: trailer section")
+        super().append(field)
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -75,9 +116,9 @@ class HttpProtocol(asyncio.Protocol):
         "_max_url", "_max_header_size", "_max_header_count", "_head_cap", "_access_log",
         "_max_pipelined", "_lookup", "_targets", "_globals",
         # the request head being parsed
-        "_url", "_raw_headers", "_fed", "_host_count", "_special", "_content_length",
+        "_url", "_raw_headers", "_data", "_host_count", "_special", "_content_length",
         "_content_type", "_connection_header", "_keep_alive_header", "_chunked", "_expect",
-        "_head_started", "_head_bytes",
+        "_head_started", "_head_bytes", "_line_chunk", "_line_more", "_scan_data", "_scan_pos",
         # requests: being parsed, being answered, waiting their turn
         "_current", "_active", "_queue",
         # connection state
@@ -104,7 +145,13 @@ class HttpProtocol(asyncio.Protocol):
         self._globals = state.global_plugins
         self._url = b""
         self._raw_headers: list[tuple[bytes, bytes]] = []
-        self._fed = 0  # length of the chunk being parsed
+        self._data = b""  # the chunk being parsed
+        # Where a head that spans reads began (the chunk, then what followed, bounded), and
+        # how far _check_protocol has searched a chunk holding several requests.
+        self._line_chunk = b""
+        self._line_more = b""
+        self._scan_data = b""
+        self._scan_pos = 0
         self._host_count = 0
         self._special = False  # one of the four fields below was set by the last head
         self._content_length: int | None = None
@@ -200,14 +247,25 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return  # lingering after an error, or after an upgrade: input is discarded
-        self._fed = len(data)
+        self._data = data
         try:
             self.parser.feed_data(data)
         except _HttpParserCallbackError as exc:
             self._callback_failed(exc.__context__)
             return
+        except _HttpParserInvalidMethodError:
+            # The parser stopped at the method: get_method() may still name the request
+            # before, so the answer is built without it.
+            if _method_token_at_failure(data):
+                self._reject(501, "Not Implemented: unknown method", head=False)
+            else:
+                self._reject(400, "Bad Request: Invalid method", head=False)
+            return
         except _HttpParserError as exc:
-            self._reject(400, f"Bad Request: {exc}")
+            if str(exc) == _RTSP_ONLY_METHOD_REASON:
+                self._reject(501, "Not Implemented: unknown method")
+            else:
+                self._reject(400, f"Bad Request: {exc}")
             return
         except _HttpParserUpgrade:
             # No protocol upgrades are served: answer the request as plain HTTP, then close.
@@ -221,8 +279,12 @@ class HttpProtocol(asyncio.Protocol):
             # (it keeps a header line whole until it ends, however long it grows).
             if self._head_bytes < 0:
                 self._head_bytes = 0  # it began inside this chunk; count from the next
+                self._line_chunk = data  # its request line is there (or starts there)
+                self._line_more = b""
             else:
                 self._head_bytes += len(data)
+                if len(self._line_more) < self._max_url + _LINE_SLACK:
+                    self._line_more += data[:self._max_url + _LINE_SLACK]
                 if self._head_bytes > self._head_cap:
                     self._reject(431, "Request Header Fields Too Large")
 
@@ -265,14 +327,26 @@ class HttpProtocol(asyncio.Protocol):
             if name == b"Host" or name.lower() == b"host":  # most clients send "Host"
                 self._host_count += 1
                 if 1 in value.translate(_HOST_INVALID_TABLE):
-                    raise BadRequest("Bad Request: invalid Host header")
+                    self._invalid_host(value)
         elif length in _WATCHED_LENGTHS:
             self._watch_header(name.lower(), value)
 
+    def _invalid_host(self, value: bytes) -> None:
+        if not self._head_started:
+            return  # a trailer field: it never decides the Host (request.trailers)
+        if 1 in value.strip(b" \t").translate(_HOST_INVALID_TABLE):
+            raise BadRequest("Bad Request: invalid Host header")
+        # Only surrounding whitespace (OWS, RFC 9112 §5.1): the Host is valid.
+
     def _watch_header(self, name: bytes, value: bytes) -> None:
+        if not self._head_started:
+            return  # a trailer field: it never changes framing, routing or the Host
         if name == b"content-length":
             self._content_length = int(value)
         elif name == b"content-type":
+            if self._content_type is not None:
+                # A singleton field (RFC 9110 §8.3); joining two would mean a third type.
+                raise BadRequest("Bad Request: more than one Content-Type header")
             self._content_type = value
         elif name == b"connection":
             if value.lower() == b"keep-alive":
@@ -282,6 +356,11 @@ class HttpProtocol(asyncio.Protocol):
                 return
             self._connection_header = True
         elif name == b"transfer-encoding":
+            if value.strip(b" \t").lower() != b"chunked":
+                # gzip, deflate, identity, or a list: only a lone "chunked" is decoded here,
+                # and passing a body on undecoded would hand the handler the wrong bytes.
+                raise TransferCodingNotImplemented(
+                    "Not Implemented: only the chunked transfer coding is supported")
             self._chunked = True
         elif name == b"expect":
             if value.lower() != b"100-continue":
@@ -299,7 +378,7 @@ class HttpProtocol(asyncio.Protocol):
         headers = self._raw_headers
         if len(headers) > self._max_header_count:
             raise HeadersTooLarge("Request Header Fields Too Large")
-        if self._head_bytes >= 0 or self._fed > self._max_header_size:
+        if self._head_bytes >= 0 or len(self._data) > self._max_header_size:
             # A head read in one piece no longer than the cap cannot exceed it: only a
             # head that spanned reads, or came in a bigger one, needs adding up.
             if sum(len(name) + len(value) + 4 for name, value in headers) > self._max_header_size:
@@ -319,11 +398,21 @@ class HttpProtocol(asyncio.Protocol):
             methods = self._targets.get(target)
             if methods is None:
                 query_at = target.find(63)  # "?": a query string does not change the route
-                if query_at > 0:
+                if query_at > 0 and 35 not in target:  # "#": _dispatch_head answers 400
                     methods = self._targets.get(target[:query_at])
             if methods is not None:
                 route = methods.get(method)
                 if route is not None and route.bodiless_inline and not self._globals.plugins:
+                    # llhttp also takes RTSP/ and ICE/ lines. The first request of a
+                    # chunk starts it, so its protocol is at a known offset; any other
+                    # request (pipelined, or a head over several reads) is looked for.
+                    data = self._data
+                    at = len(method) + len(target) + 1
+                    if self._scan_data is data or not data.startswith(_SP_HTTP, at):
+                        self._check_protocol(method, target)
+                    else:
+                        self._scan_data = data
+                        self._scan_pos = at
                     request = Request(self, route.method_name, target, "1.1", headers,
                                       True, route, route.buffered_cap, True)
                     response = request.response = Response(self, request)
@@ -343,6 +432,17 @@ class HttpProtocol(asyncio.Protocol):
                        method: bytes) -> None:
         """Every head but the common one: versions, bodies, errors, pipelining."""
         self._last_data = self.state.now  # a body's timeout counts from the end of its head
+        target = self._url
+        data = self._data
+        at = len(method) + len(target) + 1
+        if self._scan_data is data or not data.startswith(_SP_HTTP, at):
+            self._check_protocol(method, target)  # see on_headers_complete
+        else:
+            self._scan_data = data
+            self._scan_pos = at
+        if method == b"CONNECT":
+            # llhttp treats CONNECT as an upgrade; no proxying (or tunnelling) is served.
+            raise MethodNotImplemented("Not Implemented: CONNECT is not supported")
         if keep_alive and self._host_count == 1 and not self._connection_header \
                 and not self._keep_alive_header:
             # Only HTTP/1.1 keeps a connection alive without a Connection header, so the
@@ -359,14 +459,20 @@ class HttpProtocol(asyncio.Protocol):
                 # An upgrade is answered as plain HTTP, then the connection is closed: the
                 # bytes after it belong to a protocol not served here.
                 keep_alive = not parser.should_upgrade()
-        target = self._url
         query_at = target.find(63)  # "?"; int searches skip building a needle object
-        raw_path = target if query_at < 0 else target[:query_at]
+        if query_at < 0:
+            raw_path = target
+        else:
+            raw_path = target[:query_at]
+            if 35 in target:
+                raise BadRequest("Bad Request: a request target cannot contain '#'")
         if raw_path[:1] == b"/" and 37 not in raw_path:  # no "%": no decoding needed
             slots = self._lookup(raw_path.strip(b"/"))
         else:  # percent-escapes, absolute-form or asterisk-form: decode first
             slots = self.state.router.lookup(decode_target(target)[0].strip("/"))
         index = METHOD_INDEX.get(method)
+        if slots is None and 35 in raw_path:  # a fragment is never sent (RFC 9112 §3.2)
+            raise BadRequest("Bad Request: a request target cannot contain '#'")
         route = slots[index] if slots is not None and index is not None else None
         length = self._content_length
         method_name = METHOD_NAMES.get(method) or method.decode("ascii")
@@ -380,8 +486,6 @@ class HttpProtocol(asyncio.Protocol):
             request = Request(self, method_name, target, version, self._raw_headers,
                               keep_alive, route, cap)
         else:
-            if method == b"CONNECT":
-                keep_alive = False
             request = Request(self, method_name, target, version, self._raw_headers,
                               keep_alive, None, None)
             self._route(request, slots, index, length)
@@ -389,6 +493,10 @@ class HttpProtocol(asyncio.Protocol):
             request.content_length = length
         if index == _HEAD:
             request.is_head = True
+        if self._chunked:
+            # Fields after the last chunk go to request.trailers, never into the head.
+            request._trailer_fields = self._raw_headers = _TrailerList(
+                self._max_header_count, self._max_header_size)
         request.response = Response(self, request)
         self._current = request
         if self._active is None and not self._write_paused:
@@ -412,6 +520,44 @@ class HttpProtocol(asyncio.Protocol):
                 # Too many waiting, or a body that would wait in memory until its turn (32
                 # queued bodies of 16 MiB each would be half a gigabyte): read no further.
                 self._pause(_PAUSE_PIPELINE)
+
+    def _check_protocol(self, method: bytes, target: bytes) -> None:
+        """Refuse a request line naming RTSP/ or ICE/ instead of HTTP/ (llhttp accepts
+        all three and reports only the version).
+
+        Called when the request is not the first of its chunk (whose protocol is checked
+        at a fixed offset) or the chunk does not begin with its line. Searches this chunk
+        after the lines already found in it, or, for a head that spanned reads, where it
+        began. A false match needs bytes the same client sent, and at worst lets its own
+        request through as HTTP.
+
+        Raises:
+            BadRequest: the protocol is not HTTP.
+        """
+        needle = b" " + target + b" "
+        data = self._data
+        if self._head_bytes < 0:  # the whole head is in this chunk
+            start = self._scan_pos if self._scan_data is data else 0
+            at = data.find(needle, start)
+            if at < 0:
+                return
+            self._scan_data = data
+            self._scan_pos = at + len(needle)
+            hay = data
+        else:
+            hay = self._line_chunk
+            at = hay.rfind(needle)
+            if at < 0 or len(hay) < at + len(needle) + 5:
+                # The line was cut between reads: join its pieces.
+                keep = self._max_url + _LINE_SLACK
+                tail = hay[-keep:]
+                hay = tail + self._line_more + data[:keep]
+                at = hay.rfind(needle, 0, len(tail) + len(needle) - 1)
+                if at < 0:
+                    return
+        at += len(needle)
+        if hay.startswith(b"RTSP/", at) or hay.startswith(b"ICE/", at):
+            raise BadRequest("Bad Request: not an HTTP request line")
 
     def on_body(self, body: bytes) -> None:
         request = self._current
@@ -451,14 +597,17 @@ class HttpProtocol(asyncio.Protocol):
     def _route(self, request: Request, slots: list[Any] | None, index: int | None,
                length: int | None) -> None:
         """Every routing case but the plain one: errors, limits, streaming, expectations."""
-        if slots is None:
+        if index is None:
+            # A method no route can serve, on any path: 501 (RFC 9110 §9.1), with the
+            # methods of the path when it has routes.
+            request.error = (501, "Not Implemented",
+                             [("Allow", allowed_methods(slots))] if slots is not None else None)
+        elif slots is None:
             request.error = (404, "Not Found", None)
         else:
             route = None if index is None else resolve(slots, index)
             if route is None:
-                status = 405 if index is not None else 501
-                request.error = (status, reason_phrase(status),
-                                 [("Allow", allowed_methods(slots))])
+                request.error = (405, reason_phrase(405), [("Allow", allowed_methods(slots))])
             else:
                 limiter = route.rate_limiter
                 if limiter is not None and not limiter.allow(self.loop.time()):
@@ -784,14 +933,19 @@ class HttpProtocol(asyncio.Protocol):
     # ------------------------------------------------------------ errors and closing
 
     def _callback_failed(self, original: BaseException | None) -> None:
+        # The parser had read the method before any callback: get_method() names it.
         if isinstance(original, HttpError):
             self._reject(original.status_code, str(original) or reason_phrase(original.status_code))
         else:
             server_logger.error("error while parsing a request", exc_info=original)
             self._reject(500, "Internal Server Error")
 
-    def _reject(self, status: int, message: str) -> None:
-        """Answer a broken request with `status`, then close; earlier answers go first."""
+    def _reject(self, status: int, message: str, *, head: bool | None = None) -> None:
+        """Answer a broken request with `status`, then close; earlier answers go first.
+
+        `head`: whether the broken request is a HEAD (its answer then has no content);
+        None asks the request being read, else the parser.
+        """
         if self._closing:
             return
         self._closing = True
@@ -800,8 +954,11 @@ class HttpProtocol(asyncio.Protocol):
         current = self._current
         if current is not None:
             current._connection_lost()  # a handler waiting for this body gets ConnectionClosed
+        if head is None:
+            head = current.is_head if current is not None \
+                else self.parser.get_method() == b"HEAD"
         payload = wire.simple_response(status, self.state.date_header,
-                                       message.encode("utf-8"), close=True)
+                                       message.encode("utf-8"), close=True, head=head)
         active = self._active
         if active is not None and active is not current and not active.response.finished:
             self._deferred_error = payload  # written after the answer in progress
@@ -849,3 +1006,31 @@ class HttpProtocol(asyncio.Protocol):
         if self._active is None and self._current is None and not self._head_started \
                 and not self._queue:
             self.transport.close()
+
+
+def _method_token_at_failure(data: bytes) -> bool:
+    """Whether the request llhttp refused for its method starts with a valid method token.
+
+    The failing request is the first one in `data` whose first word is not a method llhttp
+    knows (it stops there); requests before it in the same chunk end with an empty line.
+    A token is followed by a space, or runs to the end of what has arrived.
+    """
+    start = 0
+    while True:
+        line = data[start:].lstrip(b"\r\n")  # llhttp skips empty lines between requests
+        word, space, _ = line.partition(b" ")
+        if not space or word not in _LLHTTP_METHODS:
+            return bool(word) and all(byte in _TCHAR for byte in word) \
+                and (bool(space) or len(word) == len(line))
+        end = data.find(b"\r\n\r\n", start)
+        if end < 0:
+            return False
+        start = end + 4
+
+
+# Methods llhttp parses (llhttp.h, HTTP_METHOD_MAP and RTSP_METHOD_MAP).
+_LLHTTP_METHODS = frozenset(b"""DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE COPY LOCK MKCOL
+    MOVE PROPFIND PROPPATCH SEARCH UNLOCK BIND REBIND UNBIND ACL REPORT MKACTIVITY CHECKOUT
+    MERGE M-SEARCH NOTIFY SUBSCRIBE UNSUBSCRIBE PATCH PURGE MKCALENDAR LINK UNLINK SOURCE
+    PRI DESCRIBE ANNOUNCE SETUP PLAY PAUSE TEARDOWN GET_PARAMETER SET_PARAMETER REDIRECT
+    RECORD FLUSH QUERY""".split())

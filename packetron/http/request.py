@@ -78,6 +78,8 @@ class Request:
     _cookies: dict[str, str] | None = None
     streaming = False
     error: tuple[int, str, list[tuple[str, str]] | None] | None = None
+    _trailer_fields: list[tuple[bytes, bytes]] | None = None  # set for chunked bodies
+    _trailers: Headers | None = None
 
     def __init__(self, protocol: "HttpProtocol", method: str, target: bytes,
                  http_version: str, raw_headers: list[tuple[bytes, bytes]],
@@ -128,6 +130,19 @@ class Request:
         if headers is None:
             headers = self._headers = Headers(self._raw_headers)
         return headers
+
+    @property
+    def trailers(self) -> Headers:
+        """Trailer fields sent after a chunked body (empty until the body has ended, and
+        for any other body). They are kept apart from `headers`: a trailer never changes
+        the framing, the route, the Host or the Content-Type."""
+        trailers = self._trailers
+        if trailers is None:
+            fields = self._trailer_fields
+            if not fields or not self.body_complete:
+                return Headers([])
+            trailers = self._trailers = Headers(list(fields))
+        return trailers
 
     def _has_any_header(self, lowercase_names: "frozenset[bytes]") -> bool:
         """True when the request carries any of these headers (names as lowercase bytes).
@@ -380,9 +395,10 @@ def decode_target(target: bytes) -> tuple[str, str]:
     Raises:
         BadRequest: the target is not origin-, absolute- or asterisk-form.
     """
+    if 35 in target:  # "#": a fragment is never part of a request (RFC 9112 §3.2)
+        raise BadRequest("Bad Request: a request target cannot contain '#'")
     if target[:1] == b"/":
         path_bytes, _, query = target.partition(b"?")
-        path_bytes = path_bytes.partition(b"#")[0]
     elif target == b"*":
         return "*", ""
     else:

@@ -230,10 +230,16 @@ class Response:
         if headers:
             all_headers.extend(headers)
         no_body = status in NO_BODY_STATUSES
-        self._body_allowed = not no_body and not self._request.is_head
+        request = self._request
+        self._body_allowed = not no_body and not request.is_head
         self._chunked = content_length is None and self._body_allowed
+        if self._chunked and request.http_version == "1.0":
+            # HTTP/1.0 has no chunked coding (RFC 9112 §7.1): the body runs until the
+            # connection closes, which end() then does.
+            self._chunked = False
+            request.keep_alive = False
         head = wire.build_head(status, protocol.state.date_header, None, content_length,
-                               all_headers, protocol.connection_header(self._request),
+                               all_headers, protocol.connection_header(request),
                                omit_length=no_body or (content_length is None and not self._chunked))
         self.sent = True
         self.pending = True

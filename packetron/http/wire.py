@@ -94,7 +94,13 @@ def encode_chunk(data: bytes) -> bytes:
 
 
 def simple_response(status: int, date_header: bytes, body: bytes, *, close: bool,
-                    extra_headers: list[tuple[str, str]] | None = None) -> bytes:
-    """A complete text/plain response, used for errors the protocol answers itself."""
-    return build_head(status, date_header, b"content-type: text/plain; charset=utf-8\r\n",
-                      len(body), extra_headers, CLOSE_HEADER if close else b"") + body
+                    extra_headers: list[tuple[str, str]] | None = None,
+                    head: bool = False) -> bytes:
+    """A complete text/plain response, used for errors the protocol answers itself.
+
+    `head`: the request was HEAD, so the response has no content (RFC 9110 §9.3.2); its
+    Content-Length still says what a GET would have received.
+    """
+    head_bytes = build_head(status, date_header, b"content-type: text/plain; charset=utf-8\r\n",
+                            len(body), extra_headers, CLOSE_HEADER if close else b"")
+    return head_bytes if head else head_bytes + body

@@ -41,13 +41,21 @@ def send_and_read(port: int, payload: bytes, timeout: float = 5.0) -> bytes:
     b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",
     b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET / HTTP/1.1\nHost: x\n\n",
-    b"get / HTTP/1.1\r\nHost: x\r\n\r\n",
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS ClientHello on a plain port
     b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
 ])
 def test_malformed_request_gets_400_and_close(server, payload: bytes) -> None:
     raw = send_and_read(server.port, payload)
     assert status_of(raw) == 400
+    assert b"connection: close" in raw.lower()
+    assert still_serves(server.port)
+
+
+def test_lowercase_method_is_an_unknown_method_501_and_close(server) -> None:
+    """Methods are case-sensitive (RFC 9110 §9.1): "get" is a valid token naming a method
+    nobody implements, so 501 rather than 400 (see test_conformance for the mapping)."""
+    raw = send_and_read(server.port, b"get / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status_of(raw) == 501
     assert b"connection: close" in raw.lower()
     assert still_serves(server.port)
 
