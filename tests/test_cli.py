@@ -259,14 +259,6 @@ def test_serve_reports_the_apps_own_busy_port(tmp_path: pathlib.Path, busy_port:
     assert result.stderr == f"cannot listen on 127.0.0.1:{busy_port}: address already in use\n"
 
 
-def test_broker_whose_every_port_is_busy_prints_one_line_and_exits_1(
-        tmp_path: pathlib.Path, busy_port: int) -> None:
-    (tmp_path / f"echo.tcp.{busy_port}.port.py").write_text("def handle(conn, ctx):\n    pass\n")
-    result = cli("broker", str(tmp_path), "--host", LOCAL)
-    assert result.returncode == 1
-    assert result.stderr == f"cannot listen on 127.0.0.1:{busy_port}: address already in use\n"
-
-
 # ---------------------------------------------------------------- a real server
 
 

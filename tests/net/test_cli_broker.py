@@ -96,6 +96,63 @@ def test_broker_subprocess_serves_and_stops_cleanly_on_signal(tmp_path, signum):
         socket.create_connection((LOCAL, port), timeout=1).close()
 
 
+def test_broker_options_may_come_before_the_subcommand(tmp_path):
+    port = free_port()
+    handlers = tmp_path / "handlers"
+    handlers.mkdir()
+    write_source(handlers / f"echo.tcp.{port}.port.py", """
+        async def handle(conn, ctx):
+            async for chunk in conn:
+                conn.write(chunk)
+    """)
+    manifest = tmp_path / "broker.toml"
+    manifest.write_text('[echo]\nallow = ["127.0.0.0/8"]\n')
+    proc = start(["--host", LOCAL, "--manifest", str(manifest), "--log-level", "debug",
+                  "broker", str(handlers)], tmp_path)
+    try:
+        wait_for_port(proc, port)
+        assert echo(port, b"options first") == b"options first"
+    finally:
+        code, out = stop(proc, signal.SIGTERM)
+    assert code == 0, out
+
+
+def test_broker_with_one_busy_port_serves_the_others(tmp_path):
+    free = free_port()
+    with socket.socket() as taken:
+        taken.bind((LOCAL, 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        for port in (free, busy):
+            write_source(tmp_path / f"echo{port}.tcp.{port}.port.py", """
+                async def handle(conn, ctx):
+                    async for chunk in conn:
+                        conn.write(chunk)
+            """)
+        proc = start(["broker", str(tmp_path), "--host", LOCAL], tmp_path)
+        try:
+            wait_for_port(proc, free)
+            assert echo(free, b"still here") == b"still here"
+        finally:
+            code, out = stop(proc, signal.SIGTERM)
+    assert code == 0, out
+    assert f"cannot open tcp port {busy}" in out  # the broker's own report, kept
+
+
+def test_broker_whose_every_port_is_busy_prints_one_line_and_exits_1(tmp_path):
+    with socket.socket() as taken:
+        taken.bind((LOCAL, 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        (tmp_path / f"echo.tcp.{busy}.port.py").write_text("def handle(conn, ctx):\n    pass\n")
+        proc = subprocess.run(
+            [sys.executable, "-m", "packetron", "broker", str(tmp_path), "--host", LOCAL],
+            capture_output=True, text=True, timeout=30,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr == f"cannot listen on 127.0.0.1:{busy}: address already in use\n"
+
+
 def test_broker_with_a_missing_directory_exits_with_status_2(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "packetron", "broker", str(tmp_path / "nope")],
