@@ -278,9 +278,18 @@ class HttpProtocol(asyncio.Protocol):
             # A head is still incomplete after this chunk: bound what httptools buffers
             # (it keeps a header line whole until it ends, however long it grows).
             if self._head_bytes < 0:
-                self._head_bytes = 0  # it began inside this chunk; count from the next
+                # It began inside this chunk, after whatever requests came before it there:
+                # count what it holds already (its fields, and the line still growing in
+                # httptools), so a first read that is mostly one giant head gets its 431
+                # now, not a 408 once the client stops sending.
+                headers = self._raw_headers
+                growing = len(data) - data.rfind(b"\n") - 1
+                self._head_bytes = growing + (len(self._url) if headers else 0) + sum(
+                    len(name) + len(value) + 4 for name, value in headers)
                 self._line_chunk = data  # its request line is there (or starts there)
                 self._line_more = b""
+                if self._head_bytes > self._head_cap or len(headers) > self._max_header_count:
+                    self._reject(431, "Request Header Fields Too Large")
             else:
                 self._head_bytes += len(data)
                 if len(self._line_more) < self._max_url + _LINE_SLACK:
