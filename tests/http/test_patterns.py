@@ -1,0 +1,365 @@
+"""The path-pattern table as a pure function: no sockets."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from packetron.errors import ConfigError
+from packetron.flags import RequestMethod
+from packetron.http.patterns import PatternTable, is_pattern
+from packetron.http.router import METHOD_COUNT
+
+GET = int(RequestMethod.GET)
+POST = int(RequestMethod.POST)
+DELETE = int(RequestMethod.DELETE)
+
+
+def table(*patterns: str) -> PatternTable[str]:
+    """A table with a GET entry named after each pattern."""
+    result: PatternTable[str] = PatternTable()
+    for pattern in patterns:
+        result.add(GET, pattern, pattern)
+    return result
+
+
+def matched(patterns: PatternTable[str], raw_path: str) -> tuple[str | None, dict]:
+    """(GET entry, params) of a match; fails the test on a 404."""
+    found = patterns.match(raw_path)
+    assert found is not None, raw_path
+    slots, params = found
+    return slots[GET], params
+
+
+# ---------------------------------------------------------------- is_pattern
+
+@pytest.mark.parametrize("path, expected", [
+    ("users/{id}", True),
+    ("/files/{rest:path}/", True),
+    ("users/me", False),
+    ("", False),
+    ("a{b", True),  # malformed, but must reach add() to fail loudly
+])
+def test_is_pattern(path: str, expected: bool) -> None:
+    assert is_pattern(path) is expected
+
+
+# ---------------------------------------------------------------- converters
+
+def test_str_converter_takes_one_non_empty_segment() -> None:
+    patterns = table("users/{name}")
+    assert matched(patterns, "users/ada") == ("users/{name}", {"name": "ada"})
+    assert patterns.match("users") is None
+    assert patterns.match("users/ada/x") is None
+    assert patterns.match("users/") is None
+
+
+def test_explicit_str_converter_is_the_default() -> None:
+    patterns = table("users/{name:str}")
+    assert matched(patterns, "users/42") == ("users/{name:str}", {"name": "42"})
+    assert list(patterns.entries()) == [("users/{name}", GET, "users/{name:str}")]
+
+
+def test_int_converter_converts_digits() -> None:
+    patterns = table("items/{n:int}")
+    assert matched(patterns, "items/42")[0] == "items/{n:int}"
+    params = matched(patterns, "items/42")[1]
+    assert params == {"n": 42} and type(params["n"]) is int
+    assert matched(patterns, "items/007")[1] == {"n": 7}
+    assert matched(patterns, "items/" + "9" * 18)[1] == {"n": int("9" * 18)}
+
+
+@pytest.mark.parametrize("segment", [
+    "-1", "+1", "1.5", "1e3", "0x10", " 1", "abc", "١٢", "²", "9" * 19, "%2B1",
+])
+def test_int_converter_refuses_anything_but_short_ascii_digits(segment: str) -> None:
+    assert table("items/{n:int}").match("items/" + segment) is None
+
+
+def test_huge_int_segment_is_refused_quickly() -> None:
+    patterns = table("items/{n:int}")
+    raw = "items/" + "7" * 10_000
+    started = time.perf_counter()
+    for _ in range(100):
+        assert patterns.match(raw) is None
+    assert time.perf_counter() - started < 0.5
+
+
+def test_huge_int_segment_falls_through_to_str() -> None:
+    patterns = table("items/{n:int}", "items/{slug}")
+    raw = "7" * 10_000
+    assert matched(patterns, "items/" + raw) == ("items/{slug}", {"slug": raw})
+
+
+def test_path_converter_takes_the_rest() -> None:
+    patterns = table("files/{rest:path}")
+    assert matched(patterns, "files/a") == ("files/{rest:path}", {"rest": "a"})
+    assert matched(patterns, "files/a/b/c.txt")[1] == {"rest": "a/b/c.txt"}
+    assert patterns.match("files") is None
+
+
+def test_path_converter_after_other_parameters() -> None:
+    patterns = table("{user}/{n:int}/{rest:path}")
+    assert matched(patterns, "ada/3/x/y")[1] == {"user": "ada", "n": 3, "rest": "x/y"}
+
+
+@pytest.mark.parametrize("raw", [
+    "files/../etc/passwd",
+    "files/a/../../etc",
+    "files/..",
+    "files/a/./b",
+    "files/a//b",
+    "files/a%2F..%2Fb",
+    "files/%2E%2E/x",
+    "files/a%00b",
+    "files/a\x00b",
+    "files/a%5Cb",
+    "files/..\\x",
+])
+def test_path_converter_refuses_unsafe_values(raw: str) -> None:
+    assert table("files/{rest:path}").match(raw) is None
+
+
+def test_nul_in_a_str_value_does_not_match() -> None:
+    patterns = table("users/{name}")
+    assert patterns.match("users/a%00b") is None
+    assert patterns.match("users/a\x00b") is None
+
+
+# ---------------------------------------------------------------- decoding
+
+def test_encoded_slash_stays_in_one_segment() -> None:
+    patterns = table("users/{name}", "users/{name}/posts")
+    assert matched(patterns, "users/a%2Fb") == ("users/{name}", {"name": "a/b"})
+    assert matched(patterns, "users/a%2fb/posts") == ("users/{name}/posts", {"name": "a/b"})
+
+
+def test_literal_segments_compare_against_the_decoded_segment() -> None:
+    patterns = table("caf\u00e9/{x}", "a b/{x}")
+    assert matched(patterns, "caf%C3%A9/1") == ("caf\u00e9/{x}", {"x": "1"})
+    assert matched(patterns, "caf\u00e9/1")[0] == "caf\u00e9/{x}"
+    assert matched(patterns, "a%20b/1")[0] == "a b/{x}"
+
+
+def test_unicode_values_are_decoded() -> None:
+    patterns = table("tags/{tag}")
+    assert matched(patterns, "tags/%E2%9C%93")[1] == {"tag": "\u2713"}
+    assert matched(patterns, "tags/\u65e5\u672c")[1] == {"tag": "\u65e5\u672c"}
+
+
+def test_invalid_utf8_escape_does_not_match() -> None:
+    patterns = table("tags/{tag}", "files/{rest:path}")
+    assert patterns.match("tags/%FF") is None
+    assert patterns.match("files/a/%C3") is None
+
+
+def test_malformed_escape_is_kept_as_text() -> None:
+    assert matched(table("tags/{tag}"), "tags/100%zz")[1] == {"tag": "100%zz"}
+
+
+def test_plus_is_not_a_space_in_a_path() -> None:
+    assert matched(table("tags/{tag}"), "tags/a+b")[1] == {"tag": "a+b"}
+
+
+# ---------------------------------------------------------------- precedence
+
+def test_literal_wins_over_parameters() -> None:
+    patterns = table("users/{id:int}", "users/me", "users/{name}", "users/{rest:path}")
+    assert matched(patterns, "users/me") == ("users/me", {})
+
+
+def test_int_wins_over_str_and_str_over_path() -> None:
+    patterns = table("users/{rest:path}", "users/{name}", "users/{id:int}")
+    assert matched(patterns, "users/42") == ("users/{id:int}", {"id": 42})
+    assert matched(patterns, "users/ada") == ("users/{name}", {"name": "ada"})
+    assert matched(patterns, "users/a/b") == ("users/{rest:path}", {"rest": "a/b"})
+
+
+def test_literal_at_the_first_difference_wins() -> None:
+    patterns = table("{a}/x/{b}", "{a}/{b}/y")
+    # Both match "1/x/y"; the first difference is the second segment, literal there wins.
+    assert matched(patterns, "1/x/y") == ("{a}/x/{b}", {"a": "1", "b": "y"})
+    patterns = table("x/{a}/{b}", "{a}/y/z")
+    assert matched(patterns, "x/y/z")[0] == "x/{a}/{b}"
+
+
+def test_backtracks_from_a_literal_branch() -> None:
+    patterns = table("users/me/x", "users/{id}/y")
+    assert matched(patterns, "users/me/y") == ("users/{id}/y", {"id": "me"})
+    assert matched(patterns, "users/me/x") == ("users/me/x", {})
+
+
+def test_backtracks_from_int_to_str_and_drops_the_int_value() -> None:
+    patterns = table("a/{n:int}/b", "a/{s}/c")
+    assert matched(patterns, "a/5/c") == ("a/{s}/c", {"s": "5"})
+    assert matched(patterns, "a/5/b") == ("a/{n:int}/b", {"n": 5})
+
+
+def test_backtracks_into_path_after_deeper_misses() -> None:
+    patterns = table("a/{x}/{y:int}", "a/{rest:path}")
+    assert matched(patterns, "a/b/1") == ("a/{x}/{y:int}", {"x": "b", "y": 1})
+    assert matched(patterns, "a/b/c") == ("a/{rest:path}", {"rest": "b/c"})
+
+
+def test_no_pattern_matches() -> None:
+    patterns = table("users/{id:int}")
+    assert patterns.match("users/ada") is None
+    assert patterns.match("posts/1") is None
+    assert patterns.match("") is None
+
+
+# ---------------------------------------------------------------- registration
+
+def test_registration_ignores_outer_slashes() -> None:
+    patterns: PatternTable[str] = PatternTable()
+    assert patterns.add(GET, "/users/{id}/", "first") is None
+    assert patterns.add(GET, "users/{id}", "second") == "first"
+    assert patterns.add(GET, "//users/{id}", "third") == "second"
+    assert len(patterns) == 1
+    assert matched(patterns, "users/1") == ("third", {"id": "1"})
+
+
+def test_same_pattern_same_method_replaces() -> None:
+    patterns: PatternTable[str] = PatternTable()
+    assert patterns.add(GET, "files/{rest:path}", "old") is None
+    assert patterns.add(GET, "files/{rest:path}", "new") == "old"
+    assert list(patterns.entries()) == [("files/{rest:path}", GET, "new")]
+
+
+def test_slots_are_shared_across_methods() -> None:
+    patterns: PatternTable[str] = PatternTable()
+    patterns.add(GET, "users/{id:int}", "get")
+    patterns.add(DELETE, "/users/{id:int}/", "delete")
+    found = patterns.match("users/7")
+    assert found is not None
+    slots, params = found
+    assert len(slots) == METHOD_COUNT
+    assert slots[GET] == "get" and slots[DELETE] == "delete" and slots[POST] is None
+    assert params == {"id": 7}
+    assert len(patterns) == 2
+
+
+@pytest.mark.parametrize("first, second, method", [
+    ("users/{id}", "users/{name}", GET),
+    ("users/{id}", "users/{name}", DELETE),
+    ("users/{id:int}/{x}", "users/{n:int}/{x}", GET),
+    ("files/{rest:path}", "files/{p:path}", POST),
+])
+def test_same_shape_with_other_names_is_a_conflict(first: str, second: str,
+                                                    method: int) -> None:
+    patterns: PatternTable[str] = PatternTable()
+    patterns.add(GET, first, "first")
+    with pytest.raises(ConfigError) as caught:
+        patterns.add(method, second, "second")
+    assert first in str(caught.value) and second in str(caught.value)
+    assert list(patterns.entries()) == [(first, GET, "first")]
+
+
+def test_different_converters_are_not_a_conflict() -> None:
+    patterns = table("users/{id:int}", "users/{name}", "users/{rest:path}")
+    assert len(patterns) == 3
+
+
+@pytest.mark.parametrize("pattern, message", [
+    ("users/{id:float}", "unknown converter"),
+    ("users/{}", "not an identifier"),
+    ("users/{:int}", "not an identifier"),
+    ("users/{1id}", "not an identifier"),
+    ("users/{my-id}", "not an identifier"),
+    ("users/{ id }", "not an identifier"),
+    ("a/{x}/{x:int}", "twice"),
+    ("files/{rest:path}/meta", "last segment"),
+    ("a{b}c", "exactly one"),
+    ("a/{b}c", "exactly one"),
+    ("a/x{b}", "exactly one"),
+    ("a/{b", "exactly one"),
+    ("a/b}", "exactly one"),
+    ("a/{{b}}", "exactly one"),
+    ("a/{b}{c}", "exactly one"),
+    ("a//{b}", "empty segment"),
+])
+def test_invalid_patterns_are_config_errors(pattern: str, message: str) -> None:
+    patterns: PatternTable[str] = PatternTable()
+    with pytest.raises(ConfigError, match=message):
+        patterns.add(GET, pattern, "x")
+    assert not patterns
+
+
+# ---------------------------------------------------------------- removal
+
+def test_remove_one_method_keeps_the_others() -> None:
+    patterns: PatternTable[str] = PatternTable()
+    patterns.add(GET, "users/{id}", "get")
+    patterns.add(DELETE, "users/{id}", "delete")
+    assert patterns.remove(GET, "/users/{id}/") is True
+    assert patterns.remove(GET, "users/{id}") is False
+    found = patterns.match("users/1")
+    assert found is not None and found[0][GET] is None and found[0][DELETE] == "delete"
+    assert patterns.remove(DELETE, "users/{id}") is True
+    assert patterns.match("users/1") is None
+    assert not patterns and len(patterns) == 0
+
+
+def test_remove_with_a_stale_entry_keeps_the_current_one() -> None:
+    patterns: PatternTable[str] = PatternTable()
+    patterns.add(GET, "users/{id}", "old")
+    patterns.add(GET, "users/{id}", "new")
+    assert patterns.remove(GET, "users/{id}", "old") is False
+    assert matched(patterns, "users/1")[0] == "new"
+    assert patterns.remove(GET, "users/{id}", "new") is True
+    assert patterns.match("users/1") is None
+
+
+def test_remove_needs_the_registered_names() -> None:
+    patterns = table("users/{id}")
+    assert patterns.remove(GET, "users/{name}") is False
+    assert patterns.remove(GET, "users/{id:int}") is False
+    assert patterns.remove(GET, "users/{bad") is False
+    assert len(patterns) == 1
+
+
+def test_remove_prunes_so_other_branches_still_match() -> None:
+    patterns = table("a/b/{x}", "a/{y}/c")
+    assert patterns.remove(GET, "a/b/{x}") is True
+    assert matched(patterns, "a/b/c") == ("a/{y}/c", {"y": "b"})
+    assert patterns.remove(GET, "a/{y}/c") is True
+    assert patterns.match("a/b/c") is None
+    # After removal the names are free again.
+    patterns.add(GET, "a/b/{z}", "z")
+    assert matched(patterns, "a/b/1") == ("z", {"z": "1"})
+
+
+def test_remove_a_path_pattern() -> None:
+    patterns = table("files/{rest:path}", "files/{name}")
+    assert patterns.remove(GET, "files/{rest:path}") is True
+    assert patterns.match("files/a/b") is None
+    assert matched(patterns, "files/a")[0] == "files/{name}"
+
+
+# ---------------------------------------------------------------- introspection
+
+def test_empty_table_is_falsy() -> None:
+    patterns: PatternTable[str] = PatternTable()
+    assert not patterns and len(patterns) == 0
+    patterns.add(GET, "x/{y}", "e")
+    assert patterns and len(patterns) == 1
+
+
+def test_entries_lists_normalized_patterns() -> None:
+    patterns: PatternTable[str] = PatternTable()
+    patterns.add(GET, "/users/{id:int}/", "a")
+    patterns.add(POST, "users/{id:int}", "b")
+    patterns.add(GET, "files/{rest:path}", "c")
+    assert sorted(patterns.entries()) == [
+        ("files/{rest:path}", GET, "c"),
+        ("users/{id:int}", GET, "a"),
+        ("users/{id:int}", POST, "b"),
+    ]
+
+
+def test_many_patterns_match_the_right_one() -> None:
+    patterns: PatternTable[str] = PatternTable()
+    for i in range(100):
+        patterns.add(GET, f"r{i}/{{id:int}}", f"e{i}")
+    assert matched(patterns, "r57/3") == ("e57", {"id": 3})
+    assert patterns.match("r100/3") is None
