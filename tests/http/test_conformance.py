@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import pytest
@@ -190,7 +189,7 @@ def test_lone_chunked_with_surrounding_whitespace_is_decoded(server) -> None:
 ])
 def test_head_error_responses_have_no_content(server, payload: bytes, status: int) -> None:
     raw = send_and_read(server.port, payload)
-    status_line, headers, rest = split_response(raw)
+    _, headers, rest = split_response(raw)
     assert status_of(raw) == status
     assert raw.endswith(b"\r\n\r\n") and rest == b""
     assert int(headers[b"content-length"]) > 0  # what a GET would have received
@@ -200,7 +199,7 @@ def test_head_error_responses_have_no_content(server, payload: bytes, status: in
 def test_head_then_unknown_method_gets_a_body_for_the_unknown_one(server) -> None:
     raw = send_and_read(server.port, b"HEAD /ping HTTP/1.1\r\nHost: x\r\n\r\n"
                                      b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n")
-    first, sep, second = raw.partition(b"\r\n\r\n")
+    first, _, second = raw.partition(b"\r\n\r\n")
     assert first.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 2" in first
     assert second.startswith(b"HTTP/1.1 501 Not Implemented\r\n")
     assert second.endswith(b"\r\n\r\nNot Implemented: unknown method")
@@ -372,7 +371,7 @@ def test_http10_streamed_response_with_length_stays_alive(server) -> None:
         raw = b""
         while not raw.endswith(b"hello world"):
             raw += sock.recv(65536)
-        status_line, headers, rest = split_response(raw)
+        _, headers, rest = split_response(raw)
         assert headers[b"content-length"] == b"11" and headers[b"connection"] == b"keep-alive"
         assert rest == b"hello world"
         sock.sendall(b"GET /ping HTTP/1.0\r\n\r\n")
