@@ -1,0 +1,51 @@
+"""Request ids: `request.id`, taken from the client when well-formed, echoed in the answer."""
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from packetron.errors import ConfigError
+from packetron.flags import PluginPriority
+from packetron.http.plugins import Plugin
+
+__all__ = ["request_id", "is_valid_request_id", "request_id_of"]
+
+MAX_LENGTH = 200
+# Visible ASCII only: no spaces, no control characters, nothing a log line could be forged
+# with.
+_VALID = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_LENGTH)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def is_valid_request_id(value: str | None) -> bool:
+    """Whether a client's id may be kept: 1 to 200 visible ASCII characters."""
+    return value is not None and _VALID.fullmatch(value) is not None
+
+
+def request_id_of(value: str | None) -> str:
+    """The client's id when valid, else a new one (uuid4, 32 hex digits)."""
+    return value if value is not None and is_valid_request_id(value) else uuid.uuid4().hex
+
+
+def request_id(header: str = "x-request-id") -> Plugin:
+    """Give every request an id: `request.id` is the client's `header` value when it is 1
+    to 200 visible ASCII characters, else a new uuid4 hex string. The answer carries it in
+    the same header, errors and the server's own answers (404, 405, ...) included.
+    """
+    if not _HEADER_NAME.fullmatch(header):
+        raise ConfigError(f"request_id: {header!r} is not a header name")
+
+    def assign(request: Any, response: Any) -> bool:
+        request.id = request_id_of(request.headers.get(header))
+        return False
+
+    def echo(request: Any, response: Any) -> None:
+        rid = getattr(request, "id", None)
+        if not isinstance(rid, str):
+            # No handler ran (the server answered itself): the id is decided now.
+            rid = request.id = request_id_of(request.headers.get(header))
+        response.set_header(header, rid)
+
+    # EXTREMELY_HIGH: other plugins (logging, auth) see request.id.
+    return Plugin.create(PluginPriority.EXTREMELY_HIGH, handler=assign, after=echo)
