@@ -47,7 +47,7 @@ def csrf(cookie_name: str = "csrftoken", header_name: str = "x-csrf-token") -> P
 
     GET, HEAD, OPTIONS and TRACE pass (a token header on them is ignored). Any other
     method needs the `header_name` header equal to the `cookie_name` cookie, else 403,
-    refused before its body is read. A client without a valid token cookie is given one
+    refused before its body is read (a request no route serves keeps its 404 / 405). A client without a valid token cookie is given one
     (SameSite=Lax, Path=/, readable by the page's script so it can copy it into the
     header). `request.csrf_token` holds the token to use, e.g. in a page's meta tag.
     """
@@ -59,7 +59,8 @@ def csrf(cookie_name: str = "csrftoken", header_name: str = "x-csrf-token") -> P
     def check(request: Any, response: Any) -> bool:
         cookie = request.get_cookie(cookie_name)
         request.csrf_token = cookie if is_token(cookie) else new_token()
-        if request.method not in SAFE_METHODS \
+        # No route (404/405 to come): no handler to protect, and the true answer is better.
+        if request.method not in SAFE_METHODS and request.route is not None \
                 and not tokens_match(cookie, request.headers.get(header_name)):
             raise HttpError("Forbidden: CSRF token missing or incorrect", status_code=403)
         return False

@@ -330,6 +330,14 @@ def test_an_unsafe_request_needs_the_header_to_repeat_the_cookie(csrf_server) ->
     assert r.status_code == 204
 
 
+def test_an_unsafe_request_no_route_serves_gets_its_404_or_405(csrf_server) -> None:
+    r = requests.post(csrf_server.url + "/nowhere", timeout=5)
+    assert r.status_code == 404
+    r = requests.put(csrf_server.url + "/submit", timeout=5)
+    assert r.status_code == 405
+    assert "csrftoken=" in r.headers["set-cookie"]
+
+
 def test_a_csrf_header_on_a_safe_method_is_ignored(csrf_server) -> None:
     r = _get(csrf_server, "/form", headers={"X-CSRF-Token": "anything at all"})
     assert r.status_code == 200
