@@ -62,6 +62,10 @@ class ServerOptions:
     tls: Any = None  # an ssl.SSLContext, or {"cert": path, "key": path}
     # Best effort, never fatal: allow the bound port in ufw, firewalld or iptables.
     open_firewall: bool = False
+    # Body of the server's own error answers: "text" (the reason) or "json"
+    # ({"error": reason, "status": n}).
+    error_format: str = "text"
+    access_log_format: str = "text"  # or "json": one object per line
 
     def __post_init__(self) -> None:
         for name in ("max_url_size_in_bytes", "max_header_size_in_bytes", "max_header_count",
@@ -79,6 +83,9 @@ class ServerOptions:
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         if self.tls is not None and not isinstance(self.tls, dict) and not hasattr(self.tls, "wrap_socket"):
             raise ConfigError("tls must be an ssl.SSLContext or {'cert': path, 'key': path}")
+        for name in ("error_format", "access_log_format"):
+            if getattr(self, name) not in ("text", "json"):
+                raise ConfigError(f"{name} must be 'text' or 'json', got {getattr(self, name)!r}")
         if isinstance(self.trusted_proxies, str):
             object.__setattr__(self, "trusted_proxies", (self.trusted_proxies,))
         else:

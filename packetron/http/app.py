@@ -9,7 +9,9 @@ import threading
 import types
 from typing import Any, Callable, Iterable, TypeVar
 
+from packetron.errors import ConfigError
 from packetron.flags import RequestMethod
+from packetron.http.errorpages import ErrorHandler
 from packetron.http.lifespan import Hook, Lifespan
 from packetron.http.plugins import Plugin, PluginManager
 from packetron.http.route import Route
@@ -47,8 +49,39 @@ class Application:
         self._lock = threading.Lock()
         self._on_routes_changed: Callable[[], None] | None = None
         self.lifespan = Lifespan()
+        # on_error registrations: an HTTP status (int) or an exception class -> renderer.
+        self.error_handlers: dict[int | type[BaseException], ErrorHandler] = {}
         # A per-process namespace for what startup hooks open (pools, clients).
         self.state = types.SimpleNamespace()
+
+    # ------------------------------------------------------------ errors
+
+    def on_error(self, status_or_exception: int | type[BaseException],
+                 fn: ErrorHandler | None = None) -> Any:
+        """Render the answers of one status (404, 405, 413, 429, 500, ...) or one exception
+        class with `fn(request, response, exc)` (sync or async).
+
+        `on_error(404)` renders every 404, whether the router or an HttpError produced it;
+        an exception class also matches its subclasses. A renderer that raises (or sends
+        nothing) falls back to the plain answer. Usable as a decorator.
+
+        Raises:
+            ConfigError: neither an HTTP error status nor an exception class.
+        """
+        key = status_or_exception
+        if isinstance(key, int) and not isinstance(key, bool):
+            if not 400 <= key <= 599:
+                raise ConfigError(f"on_error takes an error status 400..599, got {key}")
+        elif not (isinstance(key, type) and issubclass(key, BaseException)):
+            raise ConfigError(f"on_error takes a status or an exception class, got {key!r}")
+
+        def register(handler: ErrorHandler) -> ErrorHandler:
+            if not callable(handler):
+                raise ConfigError(f"an error handler must be callable, got {handler!r}")
+            self.error_handlers[key] = handler
+            return handler
+
+        return register(fn) if fn is not None else register
 
     # ------------------------------------------------------------ lifespan
 

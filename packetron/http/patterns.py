@@ -44,13 +44,14 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from packetron.errors import ConfigError
-from packetron.http.router import METHOD_COUNT
+from packetron.flags import RequestMethod
 
 __all__ = ["CONVERTERS", "PatternTable", "is_pattern"]
 
 T = TypeVar("T")
 
 CONVERTERS = ("str", "int", "path")
+METHOD_COUNT = len(RequestMethod)  # slots per shape, as in packetron.http.router
 # Longest int value accepted: 18 digits always fit in a signed 64-bit integer, and a
 # longer segment is refused before int() could spend quadratic time on it.
 _INT_MAX_DIGITS = 18
@@ -274,16 +275,16 @@ class PatternTable(Generic[T]):
             node.path_slots = None
             node.path_names = ()
         elif segment[0] == "int":
-            child = node.int_child
-            assert child is not None
-            self._detach(child, segments, index + 1)
-            if child.is_empty():
+            int_child = node.int_child
+            assert int_child is not None
+            self._detach(int_child, segments, index + 1)
+            if int_child.is_empty():
                 node.int_child = None
         else:
-            child = node.str_child
-            assert child is not None
-            self._detach(child, segments, index + 1)
-            if child.is_empty():
+            str_child = node.str_child
+            assert str_child is not None
+            self._detach(str_child, segments, index + 1)
+            if str_child.is_empty():
                 node.str_child = None
 
     # ------------------------------------------------------------ matching

@@ -8,7 +8,6 @@ request. httptools enforces no limits of its own, so every cap is checked here.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import socket
 from collections import deque
@@ -17,12 +16,13 @@ from typing import Any, BinaryIO, Coroutine
 import httptools
 
 from packetron.errors import (BadRequest, ConnectionClosed, HeadersTooLarge, HttpError,
-                              MethodNotImplemented, PayloadTooLarge, ResponseAlreadySent,
+                              MethodNotAllowed, MethodNotImplemented, NotFound,
+                              PayloadTooLarge, RequestTimeout, TooManyRequests,
                               TransferCodingNotImplemented, UriTooLong)
-from packetron.http import wire
+from packetron.http import exchange, wire
 from packetron.http.request import (STAGE_AWAITING_BODY, STAGE_HANDLED, Request,
                                     decode_target)
-from packetron.http.response import CT_TEXT, Response
+from packetron.http.response import Response
 from packetron.http.route import BodyMode
 from packetron.flags import RequestMethod
 from packetron.http.router import METHOD_INDEX, allowed_methods, resolve
@@ -114,7 +114,7 @@ class HttpProtocol(asyncio.Protocol):
         "state", "loop", "parser", "transport", "peer_host",
         # limits and per-server settings, copied once per connection
         "_max_url", "_max_header_size", "_max_header_count", "_head_cap", "_access_log",
-        "_max_pipelined", "_lookup", "_targets", "_globals",
+        "_max_pipelined", "_lookup", "_targets", "_globals", "_patterns",
         # the request head being parsed
         "_url", "_raw_headers", "_data", "_host_count", "_special", "_content_length",
         "_content_type", "_connection_header", "_keep_alive_header", "_chunked", "_expect",
@@ -143,6 +143,7 @@ class HttpProtocol(asyncio.Protocol):
         self._lookup = state.router.lookup_raw
         self._targets = state.router.targets
         self._globals = state.global_plugins
+        self._patterns = state.router.patterns  # updated in place as routes change
         self._url = b""
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._data = b""  # the chunk being parsed
@@ -426,14 +427,14 @@ class HttpProtocol(asyncio.Protocol):
                                       True, route, route.buffered_cap, True)
                     response = request.response = Response(self, request)
                     self._active = request
-                    # _call_sync written out: the call costs ~2% of a GET (callgrind).
+                    # exchange.call_handler written out: the call costs ~2% of a GET.
                     try:
                         result = route.handler(request, response)
                     except Exception as exc:
-                        self._handler_failed(request, exc)
+                        exchange.handler_failed(self, request, exc)
                         return
                     if not response.sent and not response.pending:
-                        self._after_sync_handler(request, result)
+                        exchange.after_sync_handler(self, request, result)
                     return
         self._dispatch_head(parser, keep_alive, method)
 
@@ -479,6 +480,12 @@ class HttpProtocol(asyncio.Protocol):
             slots = self._lookup(raw_path.strip(b"/"))
         else:  # percent-escapes, absolute-form or asterisk-form: decode first
             slots = self.state.router.lookup(decode_target(target)[0].strip("/"))
+        params = None
+        if slots is None and self._patterns:
+            # Only when no exact route matched: exact routes pay nothing for patterns.
+            found = self._match_pattern(raw_path)
+            if found is not None:
+                slots, params = found
         index = METHOD_INDEX.get(method)
         if slots is None and 35 in raw_path:  # a fragment is never sent (RFC 9112 §3.2)
             raise BadRequest("Bad Request: a request target cannot contain '#'")
@@ -489,15 +496,20 @@ class HttpProtocol(asyncio.Protocol):
         if plain and route is not None:
             # A known route with nothing to decide per request but its body cap.
             cap = route.buffered_cap
-            if cap is not None and length is not None and length > cap:
-                raise PayloadTooLarge(
-                    f"Payload Too Large: Content-Length {length} exceeds {cap} bytes")
             request = Request(self, method_name, target, version, self._raw_headers,
                               keep_alive, route, cap)
+            if cap is not None and length is not None and length > cap:
+                _refuse_body(request, PayloadTooLarge(
+                    f"Payload Too Large: Content-Length {length} exceeds {cap} bytes"))
+                plain = False
         else:
             request = Request(self, method_name, target, version, self._raw_headers,
                               keep_alive, None, None)
             self._route(request, slots, index, length)
+        if params is not None:
+            request.path_params = params
+        if self._access_log:
+            request.started_at = self.loop.time()
         if length is not None:
             request.content_length = length
         if index == _HEAD:
@@ -518,7 +530,7 @@ class HttpProtocol(asyncio.Protocol):
                     self._current = None
                     request.body_complete = True
                     request.stage = STAGE_HANDLED
-                    self._call_sync(request)
+                    exchange.call_handler(self, request)
                 else:
                     request.stage = STAGE_AWAITING_BODY
             else:
@@ -529,6 +541,16 @@ class HttpProtocol(asyncio.Protocol):
                 # Too many waiting, or a body that would wait in memory until its turn (32
                 # queued bodies of 16 MiB each would be half a gigabyte): read no further.
                 self._pause(_PAUSE_PIPELINE)
+
+    def _match_pattern(self, raw_path: bytes) -> tuple[list[Any], dict[str, Any]] | None:
+        """The pattern route of a path not matched exactly (still percent-encoded)."""
+        if raw_path[:1] != b"/":
+            return None  # absolute- or asterisk-form: exact routes only
+        try:
+            path = raw_path.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return self.state.router.match(path.strip("/"))
 
     def _check_protocol(self, method: bytes, target: bytes) -> None:
         """Refuse a request line naming RTSP/ or ICE/ instead of HTTP/ (llhttp accepts
@@ -599,7 +621,7 @@ class HttpProtocol(asyncio.Protocol):
             request._wake()
         if request.stage == STAGE_AWAITING_BODY:
             request.stage = STAGE_HANDLED
-            self._call_sync(request)
+            exchange.call_handler(self, request)
 
     # ------------------------------------------------------------ routing
 
@@ -609,18 +631,21 @@ class HttpProtocol(asyncio.Protocol):
         if index is None:
             # A method no route can serve, on any path: 501 (RFC 9110 §9.1), with the
             # methods of the path when it has routes.
-            request.error = (501, "Not Implemented",
-                             [("Allow", allowed_methods(slots))] if slots is not None else None)
+            request.error = MethodNotImplemented(
+                "Not Implemented",
+                headers=[("Allow", allowed_methods(slots))] if slots is not None else None)
         elif slots is None:
-            request.error = (404, "Not Found", None)
+            request.error = NotFound("Not Found")
         else:
             route = None if index is None else resolve(slots, index)
             if route is None:
-                request.error = (405, reason_phrase(405), [("Allow", allowed_methods(slots))])
+                request.error = MethodNotAllowed(reason_phrase(405),
+                                                 headers=[("Allow", allowed_methods(slots))])
             else:
                 limiter = route.rate_limiter
                 if limiter is not None and not limiter.allow(self.loop.time()):
-                    request.error = (429, "Too Many Requests", [("Retry-After", "1")])
+                    request.error = TooManyRequests("Too Many Requests",
+                                                    headers=[("Retry-After", "1")])
                 else:
                     mode = route.body_mode
                     streaming = route.streams
@@ -629,11 +654,12 @@ class HttpProtocol(asyncio.Protocol):
                             and self._content_type[:10].lower() == b"multipart/"):
                         streaming = True
                         cap = route.max_request_size_in_bytes
+                    request.route = route
                     if cap is not None and length is not None and length > cap:
                         # Refused before one body byte is read, and instead of 100 Continue.
-                        raise PayloadTooLarge(
-                            f"Payload Too Large: Content-Length {length} exceeds {cap} bytes")
-                    request.route = route
+                        _refuse_body(request, PayloadTooLarge(
+                            f"Payload Too Large: Content-Length {length} exceeds {cap} bytes"))
+                        return
                     request.body_cap = cap
                     if streaming:
                         request.streaming = True
@@ -652,136 +678,7 @@ class HttpProtocol(asyncio.Protocol):
     def _start(self, request: Request) -> None:
         """Begin answering `request`; called in arrival order."""
         self._active = request
-        error = request.error
-        if error is not None:
-            status, message, headers = error
-            response = request.response
-            if headers:
-                for name, value in headers:
-                    response.set_header(name, value)
-            response._send(status, CT_TEXT, message.encode("utf-8"))
-            return
-        route = request.route
-        assert route is not None
-        if request.expect_continue and not request.body_complete:
-            self.transport.write(wire.CONTINUE_RESPONSE)
-        local = route.plugins
-        if route.local_plugins_only:
-            chain = local.plugins
-            has_async = local.has_async
-        else:
-            global_plugins = self._globals
-            chain = global_plugins.plugins + local.plugins if local.plugins else global_plugins.plugins
-            has_async = global_plugins.has_async or local.has_async
-        if route.needs_task or has_async or request.streaming:
-            request.stage = STAGE_HANDLED
-            self.spawn(request, self._run_async(request, chain))
-            return
-        response = request.response
-        for plugin in chain:
-            try:
-                answered = plugin.handler(request, response)
-            except Exception as exc:
-                self._handler_failed(request, exc)
-                return
-            if answered is True:
-                self._after_handler(request, None)
-                return
-        if request.body_complete or request.discard_body:
-            request.stage = STAGE_HANDLED
-            self._call_sync(request)
-        else:
-            request.stage = STAGE_AWAITING_BODY
-
-    def _call_sync(self, request: Request) -> None:
-        route = request.route
-        assert route is not None
-        try:
-            result = route.handler(request, request.response)
-        except Exception as exc:
-            self._handler_failed(request, exc)
-            return
-        response = request.response
-        if response.sent or response.pending:
-            return  # the common case: the handler answered
-        self._after_sync_handler(request, result)
-
-    def _after_sync_handler(self, request: Request, result: Any) -> None:
-        if inspect.isawaitable(result):  # a plain function that returned a coroutine
-            self.spawn(request, self._await_result(request, result))
-            return
-        self._after_handler(request, result)
-
-    async def _await_result(self, request: Request, result: Any) -> None:
-        try:
-            self._after_handler(request, await result)
-        except ConnectionClosed:
-            pass  # the client left; nobody is there to answer
-        except Exception as exc:
-            self._handler_failed(request, exc)
-
-    async def _run_async(self, request: Request, chain: tuple[Any, ...]) -> None:
-        response = request.response
-        route = request.route
-        assert route is not None
-        try:
-            for plugin in chain:
-                answered = plugin.handler(request, response)
-                if inspect.isawaitable(answered):
-                    answered = await answered
-                if answered is True:
-                    self._after_handler(request, None)
-                    return
-            if route.is_async:
-                result = await route.handler(request, response)
-            else:
-                await request._prepare_for_sync_handler()
-                result = route.handler(request, response)
-                if inspect.isawaitable(result):
-                    result = await result
-            self._after_handler(request, result)
-        except ConnectionClosed:
-            pass  # the client left; nobody is there to answer
-        except Exception as exc:
-            self._handler_failed(request, exc)
-
-    def _after_handler(self, request: Request, result: Any) -> None:
-        response = request.response
-        if response.sent or response.pending:
-            return
-        if result is not None:
-            response.send(result)  # a handler may simply return its payload
-            return
-        server_logger.error("%s %s: the handler returned without sending a response",
-                            request.method, request.path)
-        self._send_error(request, 500, "Internal Server Error: no response was sent")
-
-    def _handler_failed(self, request: Request, exc: BaseException) -> None:
-        if isinstance(exc, HttpError):
-            status = exc.status_code
-            message = str(exc) or reason_phrase(status)
-        elif isinstance(exc, ResponseAlreadySent):
-            server_logger.error("%s %s: %s", request.method, request.path, exc)
-            return
-        else:
-            server_logger.error("%s %s: handler raised", request.method, request.path,
-                                exc_info=exc)
-            status, message = 500, "Internal Server Error"
-        self._send_error(request, status, message)
-
-    def _send_error(self, request: Request, status: int, message: str) -> None:
-        response = request.response
-        if response.sent:
-            # Half a response is out; the only honest ending is to cut the connection.
-            if not response.finished:
-                self.transport.close()
-            return
-        response.pending = False
-        if not request.body_complete:
-            request.keep_alive = False  # do not read the rest of a body we refused
-        response._headers = None
-        response._has_content_type = False
-        response._send(status, CT_TEXT, message.encode("utf-8"))
+        exchange.start(self, request)
 
     def spawn(self, request: Request, coro: Coroutine[Any, Any, Any]) -> "asyncio.Task[Any]":
         """Run a coroutine for `request`, keeping a strong reference until it ends."""
@@ -944,12 +841,14 @@ class HttpProtocol(asyncio.Protocol):
     def _callback_failed(self, original: BaseException | None) -> None:
         # The parser had read the method before any callback: get_method() names it.
         if isinstance(original, HttpError):
-            self._reject(original.status_code, str(original) or reason_phrase(original.status_code))
+            self._reject(original.status_code, str(original) or reason_phrase(original.status_code),
+                         exc=original)
         else:
             server_logger.error("error while parsing a request", exc_info=original)
             self._reject(500, "Internal Server Error")
 
-    def _reject(self, status: int, message: str, *, head: bool | None = None) -> None:
+    def _reject(self, status: int, message: str, *, head: bool | None = None,
+                exc: BaseException | None = None) -> None:
         """Answer a broken request with `status`, then close; earlier answers go first.
 
         `head`: whether the broken request is a HEAD (its answer then has no content);
@@ -963,6 +862,18 @@ class HttpProtocol(asyncio.Protocol):
         current = self._current
         if current is not None:
             current._connection_lost()  # a handler waiting for this body gets ConnectionClosed
+            active = self._active
+            if (active is None or active is current) and not current.response.sent \
+                    and exc is not None:
+                # The request exists: its answer goes through the error boundary
+                # (on_error renderers, error_format, after-plugins), then the connection
+                # closes after it.
+                current.keep_alive = False
+                if active is None:
+                    self._active = current
+                    exchange.attach_afters(self, current)
+                exchange.answer_error(self, current, exc)
+                return
         if head is None:
             head = current.is_head if current is not None \
                 else self.parser.get_method() == b"HEAD"
@@ -1004,7 +915,8 @@ class HttpProtocol(asyncio.Protocol):
                 self._reject(408, "Request Timeout: the request head took too long")
         elif self._current is not None:
             if not self._paused and now - self._last_data > options.body_timeout:
-                self._reject(408, "Request Timeout: the body stopped arriving")
+                self._reject(408, "Request Timeout: the body stopped arriving",
+                             exc=RequestTimeout("Request Timeout: the body stopped arriving"))
         elif self._active is None and not self._queue:
             if now - self._idle_since > options.keep_alive_timeout:
                 self.transport.close()
@@ -1015,6 +927,14 @@ class HttpProtocol(asyncio.Protocol):
         if self._active is None and self._current is None and not self._head_started \
                 and not self._queue:
             self.transport.close()
+
+
+def _refuse_body(request: Request, exc: HttpError) -> None:
+    """Answer `exc` without reading the body (a Content-Length over the cap: 413 instead
+    of 100 Continue), then close, since the unread body would be taken for a request."""
+    request.error = exc
+    request.discard_body = True
+    request.keep_alive = False
 
 
 def _method_token_at_failure(data: bytes) -> bool:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections import deque
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping
 from urllib.parse import parse_qsl, unquote
 
 from packetron.errors import BadRequest, ConnectionClosed
@@ -77,7 +78,13 @@ class Request:
     _query: dict[str, Any] | None = None
     _cookies: dict[str, str] | None = None
     streaming = False
-    error: tuple[int, str, list[tuple[str, str]] | None] | None = None
+    # The error the router or a limit decided (404, 405, 413, 429, 501 ...), answered
+    # through the exchange's error boundary when the request's turn comes.
+    error: BaseException | None = None
+    # Converted values of a pattern route's parameters; an empty read-only mapping for
+    # exact routes (a per-request dict would cost every GET an allocation).
+    path_params: Mapping[str, Any] = MappingProxyType({})
+    started_at = 0.0  # loop time the head was complete (taken only for the access log)
     _trailer_fields: list[tuple[bytes, bytes]] | None = None  # set for chunked bodies
     _trailers: Headers | None = None
 

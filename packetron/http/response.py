@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, BinaryIO
+import inspect
+from typing import TYPE_CHECKING, Any, Awaitable, BinaryIO, Coroutine
 
 from packetron.errors import ResponseAlreadySent
 from packetron.http import wire
 from packetron.http.bodies import encode_json, encode_json_fast
 from packetron.http.cookies import SameSite, build_set_cookie
+from packetron.log import server_logger
 from packetron.status import reason_phrase
 
 if TYPE_CHECKING:
@@ -50,6 +52,9 @@ class Response:
     pending = False        # an asynchronous send (send_file, streaming) is under way
     _chunked = False
     _body_allowed = True
+    # After-hooks of the plugins that apply (set by the exchange only when there are any):
+    # they run once, just before the head is written.
+    _afters: tuple[Any, ...] = ()
 
     def __init__(self, protocol: "HttpProtocol", request: "Request") -> None:
         self._protocol = protocol
@@ -82,6 +87,66 @@ class Response:
         if lowered == "content-type":
             self._has_content_type = True
 
+    def get_header(self, name: str) -> str | None:
+        """The value of a response header set so far (the last one of that name)."""
+        lowered = name.lower()
+        for header, value in reversed(self._headers or ()):
+            if header.lower() == lowered:
+                return value
+        return None
+
+    def remove_header(self, name: str) -> None:
+        """Remove every response header of this name (no-op when there is none).
+
+        Raises:
+            ResponseAlreadySent: the head has been written already.
+        """
+        if self.sent:
+            raise ResponseAlreadySent("headers cannot change after the response was sent")
+        headers = self._headers
+        if headers:
+            lowered = name.lower()
+            headers[:] = [(n, v) for n, v in headers if n.lower() != lowered]
+            if lowered == "content-type":
+                self._has_content_type = False
+
+    # ------------------------------------------------------------ after-hooks
+
+    def _run_afters(self, status: int) -> Coroutine[Any, Any, None] | None:
+        """Run the after-hooks once, by priority, with `status` visible. Returns None when
+        all were synchronous, else an awaitable that runs the first async one and every
+        hook after it, in order. A hook that raises is logged and skipped."""
+        self.status = status
+        afters, self._afters = self._afters, ()
+        for index, plugin in enumerate(afters):
+            result = self._call_after(plugin)
+            if result is not None:
+                return self._finish_afters(result, afters[index + 1:])
+        return None
+
+    def _call_after(self, plugin: Any) -> Awaitable[None] | None:
+        request = self._request
+        try:
+            result = plugin.after(request, self)
+        except Exception as exc:
+            server_logger.error("%s %s: an after-hook raised", request.method, request.path,
+                                exc_info=exc)
+            return None
+        return result if result is not None and inspect.isawaitable(result) else None
+
+    async def _finish_afters(self, first: Awaitable[None], rest: tuple[Any, ...]) -> None:
+        await _log_failure(self._request, first)
+        for plugin in rest:
+            result = self._call_after(plugin)
+            if result is not None:
+                await _log_failure(self._request, result)
+
+    async def _send_after(self, waiting: Awaitable[None], status: int,
+                          content_type: bytes | None, body: bytes) -> None:
+        await waiting
+        self.pending = False
+        self._send(status, content_type, body)
+
     def set_cookie(self, name: str, value: str, *, max_age: int | None = None,
                    expires: "datetime | str | int | float | None" = None, path: str = "/",
                    domain: str | None = None, http_only: bool = False, secure: bool = False,
@@ -108,6 +173,14 @@ class Response:
         """
         if self.sent or self.pending:
             raise ResponseAlreadySent("a response was already sent for this request")
+        if self._afters:
+            waiting = self._run_afters(status)
+            if waiting:
+                # An async after-hook: the answer leaves once every hook has finished.
+                self.pending = True
+                self._protocol.spawn(self._request,
+                                     self._send_after(waiting, status, content_type, body))
+                return
         protocol = self._protocol
         request = self._request
         if (status == 200 and self._headers is None and request.keep_alive and protocol._reuse
@@ -225,6 +298,15 @@ class Response:
         """Mark a streamed response started; returns its head, for the caller to write."""
         if self.sent:
             raise ResponseAlreadySent("a response was already sent for this request")
+        if headers:
+            for name, value in headers:
+                self.set_header(name, value)  # after-hooks see (and may change) them all
+            headers = None
+        if self._afters:
+            waiting = self._run_afters(status)
+            if waiting is not None:
+                # A streamed head cannot wait: async after-hooks run beside the body here.
+                self._protocol.spawn(self._request, waiting)
         protocol = self._protocol
         all_headers = list(self._headers or ())
         if headers:
@@ -284,3 +366,12 @@ class Response:
         self.finished = True
         self.pending = False
         self._protocol.response_finished(self._request)
+
+
+async def _log_failure(request: "Request", awaitable: Awaitable[Any]) -> None:
+    """Await an async after-hook; its failure is logged, never the answer's."""
+    try:
+        await awaitable
+    except Exception as exc:
+        server_logger.error("%s %s: an after-hook raised", request.method, request.path,
+                            exc_info=exc)

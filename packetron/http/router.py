@@ -1,13 +1,16 @@
-"""Exact-match routing: one dict lookup on the normalized path, then a slot per method.
+"""Routing: one dict lookup on the normalized path, then a slot per method.
 
 Pure: no I/O. The protocol asks `lookup(path)` once per request and indexes the result
-with the RequestMethod integer, so routing never scans a list or runs a regex.
+with the RequestMethod integer, so routing never scans a list or runs a regex. Paths with
+parameters (`users/{id:int}`) live apart in a PatternTable, asked only when the exact
+lookup misses and some pattern exists, so exact routes pay nothing for them.
 """
 from __future__ import annotations
 
-from typing import Generic, Iterator, TypeVar
+from typing import Any, Generic, Iterator, TypeVar
 
 from packetron.flags import RequestMethod
+from packetron.http.patterns import PatternTable, is_pattern
 
 __all__ = ["normalize_path", "Router", "METHOD_INDEX", "METHOD_COUNT"]
 
@@ -36,7 +39,7 @@ def normalize_path(path: str) -> str:
 class Router(Generic[T]):
     """Maps normalized paths to one entry per RequestMethod."""
 
-    __slots__ = ("_table", "_raw_table", "targets")
+    __slots__ = ("_table", "_raw_table", "targets", "patterns")
 
     def __init__(self) -> None:
         self._table: dict[str, list[T | None]] = {}
@@ -49,9 +52,16 @@ class Router(Generic[T]):
         # may still be routable (query, escapes, extra slashes): ask lookup() then.
         # Updated in place, never replaced, so a server may keep a reference to it.
         self.targets: dict[bytes, dict[bytes, T]] = {}
+        self.patterns: PatternTable[T] = PatternTable()
 
     def add(self, method: int, path: str, entry: T) -> T | None:
-        """Register `entry` for (method, path); returns the entry it replaced, if any."""
+        """Register `entry` for (method, path); returns the entry it replaced, if any.
+
+        Raises:
+            ConfigError: an invalid pattern, or one matching the same paths as another.
+        """
+        if is_pattern(path):
+            return self.patterns.add(method, normalize_path(path), entry)
         key = normalize_path(path)
         slots = self._table.get(key)
         if slots is None:
@@ -65,6 +75,8 @@ class Router(Generic[T]):
 
     def remove(self, method: int, path: str, entry: T | None = None) -> bool:
         """Unregister (method, path); when `entry` is given, only if it is still the one there."""
+        if is_pattern(path):
+            return self.patterns.remove(method, normalize_path(path), entry)
         key = normalize_path(path)
         slots = self._table.get(key)
         if slots is None or slots[method] is None:
@@ -97,11 +109,17 @@ class Router(Generic[T]):
         """lookup() for a path given as bytes without percent-escapes."""
         return self._raw_table.get(key)
 
+    def match(self, raw_path: str) -> tuple[list[T | None], dict[str, Any]] | None:
+        """Slots and converted parameters of the pattern matching a path that is not yet
+        percent-decoded, without its query string and outer slashes; None: no pattern."""
+        return self.patterns.match(raw_path)
+
     def entries(self) -> Iterator[tuple[str, int, T]]:
         for key, slots in self._table.items():
             for method, entry in enumerate(slots):
                 if entry is not None:
                     yield key, method, entry
+        yield from self.patterns.entries()
 
     def __len__(self) -> int:
         return sum(1 for _ in self.entries())
