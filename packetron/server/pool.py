@@ -218,6 +218,7 @@ class WorkerPool:
             if worker is None:
                 continue
             worker.exit_status = status
+            self._read_worker(worker)  # its last words (a start failure) before the pipe goes
             worker.close()
             self._worker_exited(worker, status)
 
@@ -226,7 +227,6 @@ class WorkerPool:
             worker_logger.debug("worker %d stopped (%s)", worker.pid, describe_exit(status))
             return
         if not worker.ready and not self._reported_ready:
-            self._read_worker(worker)  # its last words, if the pipe still holds them
             worker_logger.error("worker %d failed to start (%s)", worker.pid,
                                 describe_exit(status))
             if self._start_failure is not None:
