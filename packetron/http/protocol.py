@@ -8,8 +8,6 @@ request. httptools enforces no limits of its own, so every cap is checked here.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 from collections import deque
 from typing import Any, BinaryIO, Coroutine
 
@@ -20,6 +18,8 @@ from packetron.errors import (BadRequest, ConnectionClosed, HeadersTooLarge, Htt
                               PayloadTooLarge, RequestTimeout, TooManyRequests,
                               TransferCodingNotImplemented, UriTooLong)
 from packetron.http import exchange, wire
+from packetron.http.filesend import send_file_range
+from packetron.http.requestline import method_token_at_failure
 from packetron.http.request import (STAGE_AWAITING_BODY, STAGE_HANDLED, Request,
                                     decode_target)
 from packetron.http.response import Response
@@ -44,11 +44,6 @@ _PAUSE_PIPELINE = 1  # too many requests waiting for their turn
 _PAUSE_BODY = 2      # a streaming handler has not taken the body read so far
 _PAUSE_WRITE = 4     # the client is not reading its answers (write buffer over its mark)
 
-# send() flag asking the kernel to hold a response head for the file that follows (Linux);
-# elsewhere the head simply leaves on its own.
-_MSG_MORE = getattr(socket, "MSG_MORE", 0)
-# Piece size when a file must be copied through user space (TLS, a full socket buffer).
-SENDFILE_COPY_CHUNK = 256 * 1024
 # Lengths of the header names _watch_header looks at (Host is handled inline).
 _WATCHED_LENGTHS = frozenset({len(b"content-length"), len(b"content-type"),
                               len(b"transfer-encoding"),
@@ -79,8 +74,6 @@ _HttpParserUpgrade = httptools.HttpParserUpgrade
 #   plain parser error ("Invalid method for HTTP/x.x request"): also 501.
 # - llhttp also accepts the RTSP/ and ICE/ protocol names on the request line and reports
 #   only their version; _check_protocol finds them and answers 400.
-_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789"
-                   b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _RTSP_ONLY_METHOD_REASON = "Invalid method for HTTP/x.x request"
 # The request line of the common request, checked at a known offset (see on_headers_complete).
 _SP_HTTP = b" HTTP/"
@@ -257,7 +250,7 @@ class HttpProtocol(asyncio.Protocol):
         except _HttpParserInvalidMethodError:
             # The parser stopped at the method: get_method() may still name the request
             # before, so the answer is built without it.
-            if _method_token_at_failure(data):
+            if method_token_at_failure(data):
                 self._reject(501, "Not Implemented: unknown method", head=False)
             else:
                 self._reject(400, "Bad Request: Invalid method", head=False)
@@ -703,70 +696,8 @@ class HttpProtocol(asyncio.Protocol):
 
     async def sendfile(self, file: BinaryIO | int, offset: int, count: int,
                        head: bytes = b"") -> None:
-        """Write `head`, then `count` bytes of a file from `offset`: zero-copy os.sendfile
-        when possible.
-
-        uvloop's loop.sendfile is not implemented, so the socket is written directly, but
-        only while the transport's own buffer is empty (so bytes never overtake it); TLS
-        transports, and sockets that would block, fall back to copying with backpressure.
-        On the zero-copy path `head` is sent with MSG_MORE, so the kernel joins it to the
-        file's first bytes.
-
-        Raises:
-            ConnectionClosed: the client left, or the file is shorter than announced.
-        """
-        transport = self.transport
-        in_fd = file if isinstance(file, int) else file.fileno()
-        sock = transport.get_extra_info("socket")
-        zero_copy = sock is not None and transport.get_extra_info("sslcontext") is None
-        if head:
-            sent = 0
-            if zero_copy and not transport.is_closing() and transport.get_write_buffer_size() == 0:
-                # The transport's socket object offers no send(); borrow its descriptor.
-                raw = socket.socket(sock.family, sock.type, 0, sock.fileno())
-                if raw.gettimeout() is not None:  # socket.setdefaulttimeout() was used
-                    raw.setblocking(False)  # never wait inside the event loop
-                try:
-                    sent = raw.send(head, _MSG_MORE)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
-                except OSError as exc:
-                    raise ConnectionClosed(f"send failed: {exc}") from exc
-                finally:
-                    raw.detach()  # the descriptor stays the transport's
-            if sent < len(head):
-                self.write(head[sent:])  # then the file follows through the buffer, in order
-        end = offset + count
-        low, high = transport.get_write_buffer_limits()
-        if zero_copy:
-            # With a high-water mark of 0, drain() returns only once the buffer is empty
-            # again, which is when os.sendfile may take over from the copies.
-            transport.set_write_buffer_limits(high=0)
-        try:
-            while offset < end:
-                if transport.is_closing():
-                    raise ConnectionClosed("the client closed the connection")
-                if zero_copy and transport.get_write_buffer_size() == 0:
-                    try:
-                        sent = os.sendfile(sock.fileno(), in_fd, offset, end - offset)
-                    except BlockingIOError:
-                        sent = -1
-                    except OSError as exc:
-                        raise ConnectionClosed(f"sendfile failed: {exc}") from exc
-                    if sent == 0:
-                        raise ConnectionClosed("file ended before the announced length")
-                    if sent > 0:
-                        offset += sent
-                        continue
-                chunk = os.pread(in_fd, min(end - offset, SENDFILE_COPY_CHUNK), offset)
-                if not chunk:
-                    raise ConnectionClosed("file ended before the announced length")
-                self.write(chunk)
-                offset += len(chunk)
-                await self.drain()
-        finally:
-            if zero_copy and not transport.is_closing():
-                transport.set_write_buffer_limits(high=high, low=low)
+        """Write `head`, then `count` bytes of a file from `offset` (see filesend)."""
+        await send_file_range(self.transport, self.write, self.drain, file, offset, count, head)
 
     def response_finished(self, request: Request) -> None:
         """The whole response to `request` is written: close, or answer the next one."""
@@ -935,31 +866,3 @@ def _refuse_body(request: Request, exc: HttpError) -> None:
     request.error = exc
     request.discard_body = True
     request.keep_alive = False
-
-
-def _method_token_at_failure(data: bytes) -> bool:
-    """Whether the request llhttp refused for its method starts with a valid method token.
-
-    The failing request is the first one in `data` whose first word is not a method llhttp
-    knows (it stops there); requests before it in the same chunk end with an empty line.
-    A token is followed by a space, or runs to the end of what has arrived.
-    """
-    start = 0
-    while True:
-        line = data[start:].lstrip(b"\r\n")  # llhttp skips empty lines between requests
-        word, space, _ = line.partition(b" ")
-        if not space or word not in _LLHTTP_METHODS:
-            return bool(word) and all(byte in _TCHAR for byte in word) \
-                and (bool(space) or len(word) == len(line))
-        end = data.find(b"\r\n\r\n", start)
-        if end < 0:
-            return False
-        start = end + 4
-
-
-# Methods llhttp parses (llhttp.h, HTTP_METHOD_MAP and RTSP_METHOD_MAP).
-_LLHTTP_METHODS = frozenset(b"""DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE COPY LOCK MKCOL
-    MOVE PROPFIND PROPPATCH SEARCH UNLOCK BIND REBIND UNBIND ACL REPORT MKACTIVITY CHECKOUT
-    MERGE M-SEARCH NOTIFY SUBSCRIBE UNSUBSCRIBE PATCH PURGE MKCALENDAR LINK UNLINK SOURCE
-    PRI DESCRIBE ANNOUNCE SETUP PLAY PAUSE TEARDOWN GET_PARAMETER SET_PARAMETER REDIRECT
-    RECORD FLUSH QUERY""".split())

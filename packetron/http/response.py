@@ -55,6 +55,9 @@ class Response:
     # After-hooks of the plugins that apply (set by the exchange only when there are any):
     # they run once, just before the head is written.
     _afters: tuple[Any, ...] = ()
+    # The body of a whole response while its after-hooks run (None otherwise); a hook may
+    # replace it, e.g. with a compressed one (then it sets Content-Encoding too).
+    body: bytes | None = None
 
     def __init__(self, protocol: "HttpProtocol", request: "Request") -> None:
         self._protocol = protocol
@@ -142,10 +145,10 @@ class Response:
                 await _log_failure(self._request, result)
 
     async def _send_after(self, waiting: Awaitable[None], status: int,
-                          content_type: bytes | None, body: bytes) -> None:
+                          content_type: bytes | None) -> None:
         await waiting
         self.pending = False
-        self._send(status, content_type, body)
+        self._send(status, content_type, self.body)
 
     def set_cookie(self, name: str, value: str, *, max_age: int | None = None,
                    expires: "datetime | str | int | float | None" = None, path: str = "/",
@@ -174,13 +177,15 @@ class Response:
         if self.sent or self.pending:
             raise ResponseAlreadySent("a response was already sent for this request")
         if self._afters:
+            self.body = body  # after-hooks may replace it (compress does)
             waiting = self._run_afters(status)
             if waiting:
                 # An async after-hook: the answer leaves once every hook has finished.
                 self.pending = True
                 self._protocol.spawn(self._request,
-                                     self._send_after(waiting, status, content_type, body))
+                                     self._send_after(waiting, status, content_type))
                 return
+            body = self.body
         protocol = self._protocol
         request = self._request
         if (status == 200 and self._headers is None and request.keep_alive and protocol._reuse
