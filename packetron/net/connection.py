@@ -94,6 +94,8 @@ class Connection(StreamReading, StreamWriting, asyncio.Protocol):
             the buffer is back down to a quarter of it.
         max_buffer_bytes: `write()`/`send()` raise BufferFull while more than this many
             bytes wait in the outgoing buffer. None: no limit.
+            Both may be changed on an open connection (set the attribute, or call
+            set_buffer_limits()); the new marks apply at once.
         idle_timeout: close the connection after this many seconds without a byte read
             or written. None: never.
         on_open: called with the connection once the transport is attached (servers use
@@ -109,8 +111,8 @@ class Connection(StreamReading, StreamWriting, asyncio.Protocol):
 
     __slots__ = (
         "id",
-        "warn_buffer_bytes",
-        "max_buffer_bytes",
+        "_warn_buffer_bytes",
+        "_max_buffer_bytes",
         "idle_timeout",
         "_transport",
         "_loop",
@@ -186,8 +188,8 @@ class Connection(StreamReading, StreamWriting, asyncio.Protocol):
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.id: int = next(_ids)
-        self.warn_buffer_bytes = warn_buffer_bytes
-        self.max_buffer_bytes = max_buffer_bytes
+        self._warn_buffer_bytes = warn_buffer_bytes
+        self._max_buffer_bytes = max_buffer_bytes
         self.idle_timeout = idle_timeout
         self._transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = loop
@@ -263,7 +265,7 @@ class Connection(StreamReading, StreamWriting, asyncio.Protocol):
             self._loop = loop = _get_running_loop()
         # The transport calls pause_writing()/resume_writing() at these marks (high,
         # low; positional, which uvloop's transports take faster than keywords).
-        warn = self.warn_buffer_bytes
+        warn = self._warn_buffer_bytes
         transport.set_write_buffer_limits(warn, warn // 4)  # type: ignore[attr-defined]
         # Read now: a TLS transport forgets it once closed.
         self._peer = transport.get_extra_info("peername")

@@ -4,7 +4,8 @@
 transport, the state and the drain waiters; this module holds the methods that queue
 outgoing bytes and the outbound flow control. The transport calls
 `pause_writing()` / `resume_writing()` (Connection's protocol methods) at the marks set
-here: `warn_buffer_bytes` high, a quarter of it low.
+here: `warn_buffer_bytes` high, a quarter of it low. Both limits may change while the
+connection is open; the transport gets the new marks at once.
 """
 from __future__ import annotations
 
@@ -61,8 +62,8 @@ class StreamWriting:
 
     if TYPE_CHECKING:
         # Declared for the type checker only: at run time the slots are Connection's.
-        warn_buffer_bytes: int
-        max_buffer_bytes: int | None
+        _warn_buffer_bytes: int
+        _max_buffer_bytes: int | None
         _transport: Any
         _loop: asyncio.AbstractEventLoop | None
         _state: ConnectionState
@@ -77,6 +78,58 @@ class StreamWriting:
         def _is_tls(self) -> bool: ...
     else:
         __slots__ = ()
+
+    # ------------------------------------------------------------ limits
+
+    @property
+    def warn_buffer_bytes(self) -> int:
+        """High watermark of the outgoing buffer: "pause" above it, `send()` False.
+
+        Setting it applies at once: the transport gets the new marks (this value, and a
+        quarter of it for "resume"), and a buffer already above the new mark pauses now.
+
+        Raises:
+            ConfigError (on set): not a positive int, or above max_buffer_bytes (raise
+                that first, or use set_buffer_limits()).
+        """
+        return self._warn_buffer_bytes
+
+    @warn_buffer_bytes.setter
+    def warn_buffer_bytes(self, value: int) -> None:
+        self.set_buffer_limits(value, self._max_buffer_bytes)
+
+    @property
+    def max_buffer_bytes(self) -> int | None:
+        """Above this many buffered bytes `write()`/`send()` raise BufferFull; None: no limit.
+
+        Setting it applies to the next write.
+
+        Raises:
+            ConfigError (on set): neither None nor an int >= warn_buffer_bytes.
+        """
+        return self._max_buffer_bytes
+
+    @max_buffer_bytes.setter
+    def max_buffer_bytes(self, value: int | None) -> None:
+        self.set_buffer_limits(self._warn_buffer_bytes, value)
+
+    def set_buffer_limits(self, warn_buffer_bytes: int, max_buffer_bytes: int | None) -> None:
+        """Change both outgoing buffer limits at once (see the two properties).
+
+        Raises:
+            ConfigError: as the constructor for the same values; nothing changes.
+        """
+        check_buffer_limits(warn_buffer_bytes, max_buffer_bytes)
+        self._warn_buffer_bytes = int(warn_buffer_bytes)
+        self._max_buffer_bytes = None if max_buffer_bytes is None else int(max_buffer_bytes)
+        t = self._transport
+        if t is not None and self._state is not CLOSED:
+            # The transport compares its buffer with these marks after every write and
+            # calls pause_writing() at once if it is already above the new high one.
+            warn = self._warn_buffer_bytes
+            t.set_write_buffer_limits(warn, warn // 4)
+
+    # ------------------------------------------------------------ writing
 
     @property
     def buffered_amount(self) -> int:
@@ -96,7 +149,7 @@ class StreamWriting:
         t = self._transport
         if self._state is not OPEN or t is None:
             raise ConnectionClosed(f"cannot write: connection is {self._state}")
-        limit = self.max_buffer_bytes
+        limit = self._max_buffer_bytes
         if limit is not None and t.get_write_buffer_size() > limit:
             raise BufferFull(
                 f"{t.get_write_buffer_size()} bytes already buffered (max_buffer_bytes={limit})"

@@ -430,6 +430,76 @@ def test_write_raises_buffer_full_above_max_buffer_bytes(loop):
     run(main(), loop=loop)
 
 
+def test_buffer_limits_set_on_an_open_connection_reach_the_transport():
+    t = FakeTransport()
+
+    async def main():
+        conn = Connection(warn_buffer_bytes=1000, max_buffer_bytes=4000)
+        conn.connection_made(t)
+        assert (t.high, t.low) == (1000, 250)
+        conn.warn_buffer_bytes = 400
+        assert (t.high, t.low) == (400, 100)
+        conn.max_buffer_bytes = 800
+        t.buffered = 801
+        with pytest.raises(BufferFull, match="max_buffer_bytes=800"):
+            conn.write(b"x")
+        conn.set_buffer_limits(2000, None)
+        assert (t.high, t.low) == (2000, 500)
+        assert (conn.warn_buffer_bytes, conn.max_buffer_bytes) == (2000, None)
+        conn.write(b"no limit now")
+        assert t.written == b"no limit now"
+
+    run(main())
+
+
+def test_invalid_buffer_limits_on_an_open_connection_change_nothing():
+    t = FakeTransport()
+
+    async def main():
+        conn = Connection(warn_buffer_bytes=1000, max_buffer_bytes=4000)
+        conn.connection_made(t)
+        for attribute, bad in (("warn_buffer_bytes", 0), ("warn_buffer_bytes", 5000),
+                               ("warn_buffer_bytes", 1.5), ("max_buffer_bytes", 999),
+                               ("max_buffer_bytes", True)):
+            with pytest.raises(ConfigError):
+                setattr(conn, attribute, bad)
+        assert (conn.warn_buffer_bytes, conn.max_buffer_bytes) == (1000, 4000)
+        assert (t.high, t.low) == (1000, 250)
+
+    run(main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_lowering_warn_buffer_bytes_after_open_pauses_at_the_new_mark(loop):
+    async def main():
+        loop = asyncio.get_running_loop()
+        opened = loop.create_future()
+        # Opened with the defaults (512 KiB / 1 MiB), lowered once the transport is there.
+        server, port, conns = await serve(opened.set_result)
+        sock = await _slow_reader(port)
+        try:
+            conn = await opened
+            _shrink_send_buffer(conn)
+            conn.warn_buffer_bytes = 16 * 1024
+            conn.max_buffer_bytes = 64 * 1024
+            events: list[str] = []
+            conn.on("pause", lambda: events.append("pause"))
+            chunk = b"w" * 4096
+            while conn.send(chunk):
+                assert conn.buffered_amount <= 16 * 1024 + len(chunk), "no pause at the new mark"
+            assert events == ["pause"]
+            assert 16 * 1024 < conn.buffered_amount <= 16 * 1024 + len(chunk)
+            with pytest.raises(BufferFull, match="max_buffer_bytes=65536"):
+                for _ in range(1000):
+                    conn.send(chunk)
+            assert 64 * 1024 < conn.buffered_amount <= 64 * 1024 + len(chunk)
+        finally:
+            sock.close()
+            await shutdown(server, conns)
+
+    run(main(), loop=loop)
+
+
 def test_drain_waits_for_the_low_mark_and_raises_if_the_connection_dies():
     t = FakeTransport()
 
