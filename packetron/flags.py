@@ -30,6 +30,8 @@ class HandlerFlags(IntFlag):
     XML_BODY = 1 << 5
     PLAIN_TEXT_BODY = 1 << 6
     MULTIPART_FORM_DATA = 1 << 7
+    AUTO_BODY = 1 << 8      # the parser is chosen by the request's Content-Type
+    STREAM_BODY = 1 << 9    # nothing buffered: `async for chunk in request.stream()`
 
 
 class FileRouterFlags(IntFlag):

@@ -23,7 +23,7 @@ from packetron.http.requestline import method_token_at_failure
 from packetron.http.request import (STAGE_AWAITING_BODY, STAGE_HANDLED, Request,
                                     decode_target)
 from packetron.http.response import Response
-from packetron.http.route import BodyMode
+from packetron.http.route import PER_REQUEST_MODES, BodyMode
 from packetron.flags import RequestMethod
 from packetron.http.router import METHOD_INDEX, allowed_methods, resolve
 from packetron.http.state import ServerState
@@ -643,7 +643,7 @@ class HttpProtocol(asyncio.Protocol):
                     mode = route.body_mode
                     streaming = route.streams
                     cap = route.buffered_cap
-                    if (mode is BodyMode.FORM and self._content_type is not None
+                    if (mode in PER_REQUEST_MODES and self._content_type is not None
                             and self._content_type[:10].lower() == b"multipart/"):
                         streaming = True
                         cap = route.max_request_size_in_bytes

@@ -16,7 +16,7 @@ from packetron.errors import BadRequest, ConnectionClosed
 from packetron.http import bodies
 from packetron.http.cookies import parse_cookie_header
 from packetron.http.headers import Headers
-from packetron.http.route import BodyMode
+from packetron.http.route import BodyMode, mode_for_content_type
 
 if TYPE_CHECKING:
     from packetron.http.protocol import HttpProtocol
@@ -285,6 +285,8 @@ class Request:
         mode = route.body_mode if route is not None else BodyMode.DISCARD
         if mode is BodyMode.DISCARD:
             return None
+        if mode is BodyMode.AUTO:
+            mode = mode_for_content_type(self.content_type)
         raw = self._joined()
         if mode is BodyMode.JSON:
             return bodies.decode_json(raw)
@@ -301,8 +303,12 @@ class Request:
 
         route = self.route
         assert route is not None
+        if route.body_mode is BodyMode.STREAM:
+            self._parsed = b"".join([chunk async for chunk in self.stream()])
+            self._files = {}
+            return
         mode = {BodyMode.MULTIPART: "multipart", BodyMode.FORM: "form",
-                BodyMode.LEGACY_UPLOAD: "legacy"}[route.body_mode]
+                BodyMode.AUTO: "multipart", BodyMode.LEGACY_UPLOAD: "legacy"}[route.body_mode]
         fields, files = await parse_multipart(self, route.multipart_options, mode=mode)
         if route.body_mode is BodyMode.LEGACY_UPLOAD:
             self._parsed = ""
@@ -368,6 +374,9 @@ class Request:
     async def _prepare_for_sync_handler(self) -> None:
         """Read and decode the body so a synchronous handler can use .body / .files."""
         if self.streaming:
+            route = self.route
+            if route is not None and route.body_mode is BodyMode.STREAM:
+                return  # the body is the handler's to stream; a sync handler leaves it
             await self.get_files()
         else:
             while not self.body_complete:

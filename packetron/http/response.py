@@ -9,6 +9,7 @@ from packetron.errors import ResponseAlreadySent
 from packetron.http import wire
 from packetron.http.bodies import encode_json, encode_json_fast
 from packetron.http.cookies import SameSite, build_set_cookie
+from packetron.http.sse import DEFAULT_HEARTBEAT_SECONDS, SSE_HEADERS, EventStream
 from packetron.log import server_logger
 from packetron.status import reason_phrase
 
@@ -29,6 +30,8 @@ CT_OCTET = b"content-type: application/octet-stream\r\n"
 _OK_STATUS_LINE = wire.OK_STATUS_LINE
 _CONTENT_LENGTH_LINES = wire.CONTENT_LENGTH_LINES
 _CONTENT_LENGTH_LINES_COUNT = wire.CONTENT_LENGTH_LINES_COUNT
+
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
 
 # RFC 9110 §6.4.1: these never carry content (and 1xx/204 no Content-Length either).
 NO_BODY_STATUSES = frozenset({204, 304} | set(range(100, 200)))
@@ -81,6 +84,10 @@ class Response:
         if "\r" in text or "\n" in text or "\r" in name or "\n" in name or ":" in name:
             raise ValueError(f"invalid header {name!r}")
         lowered = name.lower()
+        if lowered in _FRAMING_HEADERS:
+            # The server frames every body itself; a second length or a chunked header
+            # over a plain body would make the answer unreadable.
+            raise ValueError(f"{name} is set by the server; it cannot be set by hand")
         headers = self._headers
         if headers is None:
             headers = self._headers = []
@@ -344,6 +351,24 @@ class Response:
         else:
             self._protocol.write(head)
         self.end()
+
+    async def event_stream(self, heartbeat: float | None = DEFAULT_HEARTBEAT_SECONDS,
+                           status: int = 200) -> EventStream:
+        """Start a server-sent events answer and return its stream (see packetron.http.sse).
+
+        `heartbeat`: seconds between comment lines that keep the connection open (None: no
+        heartbeat).
+        """
+        self.start(status, list(SSE_HEADERS))
+        return EventStream(self, self._protocol.loop, heartbeat)
+
+    def _write_now(self, data: bytes) -> bool:
+        """Write a piece of a streamed body without waiting; False once the client is gone."""
+        protocol = self._protocol
+        if protocol.transport.is_closing() or self.finished:
+            return False
+        protocol.write(wire.encode_chunk(data) if self._chunked else data)
+        return True
 
     async def write(self, data: bytes) -> None:
         """Write a piece of a streamed body, waiting while the client is slow to read."""

@@ -13,7 +13,7 @@ from packetron.http.router import normalize_path
 from packetron.options import ServerOptions
 
 
-__all__ = ["Route", "BodyMode", "body_mode_for", "MULTIPART_OPTION_NAMES"]
+__all__ = ["Route", "BodyMode", "body_mode_for", "mode_for_content_type", "MULTIPART_OPTION_NAMES"]
 
 Handler = Callable[[Any, Any], Any]
 
@@ -40,6 +40,8 @@ class BodyMode(IntEnum):
     TEXT = 5
     MULTIPART = 6  # fields in memory, files streamed to disk
     LEGACY_UPLOAD = 7  # FILE_UPLOAD: get_files() -> {field: path}
+    AUTO = 8       # AUTO_BODY: one of the above, chosen per request by its Content-Type
+    STREAM = 9     # STREAM_BODY: request.stream() yields the body as it arrives
 
 
 _BODY_FLAGS: tuple[tuple[HandlerFlags, BodyMode], ...] = (
@@ -50,8 +52,30 @@ _BODY_FLAGS: tuple[tuple[HandlerFlags, BodyMode], ...] = (
     (HandlerFlags.PLAIN_TEXT_BODY, BodyMode.TEXT),
     (HandlerFlags.MULTIPART_FORM_DATA, BodyMode.MULTIPART),
     (HandlerFlags.FILE_UPLOAD, BodyMode.LEGACY_UPLOAD),
+    (HandlerFlags.AUTO_BODY, BodyMode.AUTO),
+    (HandlerFlags.STREAM_BODY, BodyMode.STREAM),
 )
-STREAMING_MODES = frozenset({BodyMode.MULTIPART, BodyMode.LEGACY_UPLOAD})
+def mode_for_content_type(content_type: str | None) -> BodyMode:
+    """The body mode AUTO_BODY picks for a buffered body: JSON for application/json and
+    any +json type, a form for urlencoded, XML for application/xml, text/xml and +xml,
+    text for any other text/*, else raw bytes. (Multipart streams, decided earlier.)"""
+    if not content_type:
+        return BodyMode.RAW
+    essence = content_type.partition(";")[0].strip().lower()
+    if essence == "application/json" or essence.endswith("+json"):
+        return BodyMode.JSON
+    if essence == "application/x-www-form-urlencoded":
+        return BodyMode.FORM
+    if essence in ("application/xml", "text/xml") or essence.endswith("+xml"):
+        return BodyMode.XML
+    if essence.startswith("text/"):
+        return BodyMode.TEXT
+    return BodyMode.RAW
+
+
+STREAMING_MODES = frozenset({BodyMode.MULTIPART, BodyMode.LEGACY_UPLOAD, BodyMode.STREAM})
+# Modes that decide per request whether the body streams (a multipart body does).
+PER_REQUEST_MODES = frozenset({BodyMode.FORM, BodyMode.AUTO})
 
 
 def body_mode_for(flags: int) -> BodyMode:
@@ -137,7 +161,7 @@ class Route:
         # A plain route needs no per-request decision beyond the body cap: no rate limit,
         # no body that may or may not stream, nothing discarded.
         self.plain = (self.rate_limiter is None and not self.streams
-                      and self.body_mode is not BodyMode.FORM
+                      and self.body_mode not in PER_REQUEST_MODES
                       and self.body_mode is not BodyMode.DISCARD)
         self._update_plain_sync()
 
