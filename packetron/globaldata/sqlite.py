@@ -12,6 +12,7 @@ import sqlite3
 import stat
 import tempfile
 import threading
+import time
 import weakref
 from typing import Any, Callable
 
@@ -34,6 +35,12 @@ DEFAULT_FILE_NAME = "globaldata.sqlite3"
 # "database is locked". Transactions here last microseconds, so reaching this means a
 # stuck process, and an error beats a request that hangs forever.
 DEFAULT_BUSY_TIMEOUT_SECONDS = 10.0
+# Opening retries a step that found the file locked after these many seconds, doubling up
+# to the cap, until busy_timeout has passed: short, since the holder's step is short too.
+_OPEN_RETRY_FIRST_DELAY = 0.001
+_OPEN_RETRY_MAX_DELAY = 0.05
+# SQLITE_BUSY and SQLITE_LOCKED, whatever their extended code (BUSY_RECOVERY, ...).
+_BUSY_CODES = frozenset({5, 6})
 
 
 def default_global_data_path() -> str:
@@ -152,19 +159,50 @@ class SQLiteGlobalData:
             self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
         )
         try:
-            # WAL: readers never block the writer and the writer never blocks readers.
-            conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL under WAL: commits stay atomic and durable across process crashes;
-            # only a power loss can drop the last commits. Skips an fsync per commit.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS globaldata"
-                " (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID"
-            )
+            # First of all, before any statement that may meet another process's lock
+            # (connect() sets it too; this does not depend on how the driver does it).
+            conn.execute(f"PRAGMA busy_timeout = {max(1, round(self.busy_timeout * 1000))}")
+            self._initialize(conn)
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _initialize(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL and create the table, retrying while another process holds a lock.
+
+        The busy timeout does not cover the switch to WAL: it reads the file, then
+        upgrades to a write lock, and SQLite answers "database is locked" at once
+        (without waiting) when another connection is upgrading too, as happens when
+        several workers open a fresh file together. So each step is retried here,
+        with a short backoff, until `busy_timeout` has passed.
+
+        Raises:
+            sqlite3.OperationalError: still locked after busy_timeout, or any other
+                failure (not retried).
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        delay = _OPEN_RETRY_FIRST_DELAY
+        while True:
+            try:
+                # WAL: readers never block the writer and the writer never blocks readers.
+                conn.execute("PRAGMA journal_mode=WAL")
+                # NORMAL under WAL: commits stay atomic and durable across process
+                # crashes; only a power loss can drop the last commits. Skips an fsync
+                # per commit.
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS globaldata"
+                    " (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID"
+                )
+                return
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", None)
+                if code is None or code & 0xFF not in _BUSY_CODES \
+                        or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, _OPEN_RETRY_MAX_DELAY)
 
     def set(self, key: str, value: JsonValue) -> None:
         """See `GlobalDataBackend.set`; one autocommitted statement."""
