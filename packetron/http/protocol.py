@@ -18,6 +18,7 @@ from packetron.errors import (BadRequest, ConnectionClosed, HeadersTooLarge, Htt
                               PayloadTooLarge, RequestTimeout, TooManyRequests,
                               TransferCodingNotImplemented, UriTooLong)
 from packetron.http import exchange, wire
+from packetron.http.accesslog import format_access_line
 from packetron.http.filesend import send_file_range
 from packetron.http.requestline import method_token_at_failure
 from packetron.http.request import (STAGE_AWAITING_BODY, STAGE_HANDLED, Request,
@@ -420,6 +421,8 @@ class HttpProtocol(asyncio.Protocol):
                                       True, route, route.buffered_cap, True)
                     response = request.response = Response(self, request)
                     self._active = request
+                    if self._access_log:
+                        request.started_at = self.loop.time()
                     # exchange.call_handler written out: the call costs ~2% of a GET.
                     try:
                         result = route.handler(request, response)
@@ -708,8 +711,7 @@ class HttpProtocol(asyncio.Protocol):
         # counting free both at once instead of leaving every request to the cyclic GC.
         request.response._request = None  # type: ignore[assignment]
         if self._access_log:
-            access_logger.info('%s "%s %s HTTP/%s" %d', self.peer_host, request.method,
-                               request.url, request.http_version, request.response.status)
+            self._log_access(request)
         if not request.body_complete:
             # Answered early (DONT_USE_BODY, a plugin, an error): drop the rest of the body.
             request.discard_body = True
@@ -723,6 +725,15 @@ class HttpProtocol(asyncio.Protocol):
             self._linger_close() if not request.body_complete else self.transport.close()
             return
         self._start_queued()
+
+    def _log_access(self, request: Request) -> None:
+        response = request.response
+        started = request.started_at
+        access_logger.info("%s", format_access_line(
+            self.state.options.access_log_format, self.peer_host, request.method,
+            request.url, request.http_version, response.status, response.bytes_sent,
+            self.loop.time() - started if started else 0.0,
+            request.headers.get("user-agent"), getattr(request, "id", None)))
 
     def _start_queued(self) -> None:
         """Answer waiting requests in order until one is still in progress; with none

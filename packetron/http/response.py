@@ -61,6 +61,7 @@ class Response:
     # The body of a whole response while its after-hooks run (None otherwise); a hook may
     # replace it, e.g. with a compressed one (then it sets Content-Encoding too).
     body: bytes | None = None
+    bytes_sent = 0  # body bytes written (kept for the access log)
 
     def __init__(self, protocol: "HttpProtocol", request: "Request") -> None:
         self._protocol = protocol
@@ -200,6 +201,8 @@ class Response:
             # The hot path: a plain 200 on a persistent connection, one join, one write.
             self.sent = True
             self.status = 200
+            if protocol._access_log:
+                self.bytes_sent = len(body)
             transport = protocol.transport
             if not transport.is_closing():
                 length = len(body)
@@ -232,6 +235,8 @@ class Response:
                                    len(body), self._headers, connection)
         self.sent = True
         self.status = status
+        if not request.is_head:
+            self.bytes_sent = len(body)
         protocol.write(head if request.is_head or not body else head + body)
         self.finished = True
         protocol.response_finished(request)
@@ -347,6 +352,7 @@ class Response:
         throughput of 1 MiB files; nginx's tcp_nopush does the same)."""
         head = self._begin(status, headers, count)
         if self._body_allowed and count > 0:
+            self.bytes_sent += count
             await self._protocol.sendfile(file, offset, count, head=head)
         else:
             self._protocol.write(head)
@@ -376,6 +382,7 @@ class Response:
             return
         protocol = self._protocol
         protocol.write(wire.encode_chunk(data) if self._chunked else data)
+        self.bytes_sent += len(data)
         await protocol.drain()
 
     async def sendfile(self, file: BinaryIO | int, offset: int, count: int) -> None:

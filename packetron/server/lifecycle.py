@@ -7,6 +7,7 @@ forks a pool of workers that inherit the application.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -132,8 +133,8 @@ class Packetron(Application):
             silence_logs=bool(self.flags & ServerFlags.SILENCE_INTERNAL_LOGS))
 
     def _announce(self) -> None:
-        server_logger.info("packetron %s: serving %s with %d worker%s", __version__, self.url,
-                           self.workers, "" if self.workers == 1 else "s")
+        server_logger.info("packetron %s: serving %s with %d workers", __version__, self.url,
+                           self.workers)
 
     def _silence_logs(self) -> None:
         # One process serving: quiet for as long as the server runs, then as before.
@@ -193,6 +194,7 @@ class Packetron(Application):
             self.requested_port = port
         if workers is not None:
             self.workers = workers
+        _default_log_handler()
         if self.workers > 1:
             self._run_supervised()
             return
@@ -238,3 +240,16 @@ class Packetron(Application):
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _default_log_handler() -> None:
+    """run() from a script says what it serves: unless the application configured logging,
+    packetron's own records go to stderr (INFO and up)."""
+    package_logger = logging.getLogger("packetron")
+    if logging.getLogger().handlers or package_logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package_logger.addHandler(handler)
+    if package_logger.level == logging.NOTSET:
+        package_logger.setLevel(logging.INFO)
