@@ -221,3 +221,29 @@ class TransferCodingNotImplemented(HttpNotImplemented):
 
 
 __all__ += ["HttpNotImplemented", "MethodNotImplemented", "TransferCodingNotImplemented"]
+
+
+# ---------------------------------------------------------------- added for globaldata and the broker
+
+__all__ += ["UnsafeGlobalDataPath", "NoPortOpened"]
+
+
+class UnsafeGlobalDataPath(ConfigError):
+    """The global data store refused a folder or file in the shared temp directory.
+
+    A symlink there, or a folder or file owned by another user, could hand our data to
+    someone else or plant theirs: it is refused rather than used. Remove it, or pass an
+    explicit global data path.
+    """
+
+
+class NoPortOpened(NetError):
+    """A Broker could open none of the ports its handler files declare.
+
+    `failures` lists `(protocol, port, error)` for each port that could not be opened.
+    """
+
+    def __init__(self, message: str,
+                 failures: "list[tuple[str, int, BaseException]] | None" = None) -> None:
+        super().__init__(message)
+        self.failures: list[tuple[str, int, BaseException]] = list(failures or ())

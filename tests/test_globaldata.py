@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from packetron.errors import ConfigError, GlobalDataDisabled, PacketronError
+from packetron.errors import ConfigError, GlobalDataDisabled, PacketronError, UnsafeGlobalDataPath
 from packetron.globaldata import (
     DEFAULT_DIRECTORY_NAME,
     DEFAULT_FILE_NAME,
@@ -340,6 +340,131 @@ def test_default_directory_replaced_by_symlink_is_refused(private_tempdir: Path)
     (private_tempdir / DEFAULT_DIRECTORY_NAME).symlink_to(elsewhere)
     with pytest.raises(ConfigError, match="not a directory"):
         open_global_data()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def _store_files(db: Path) -> list[Path]:
+    return [db, Path(f"{db}-wal"), Path(f"{db}-shm")]
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """umask 000: whatever the store does not set itself comes out world-writable."""
+    previous = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.parametrize("where", ["default", "explicit"])
+def test_store_files_are_private_whatever_the_umask(
+    private_tempdir: Path, open_umask: None, where: str
+) -> None:
+    if where == "default":
+        store = open_global_data()
+        db = private_tempdir / DEFAULT_DIRECTORY_NAME / DEFAULT_FILE_NAME
+    else:
+        db = private_tempdir / "explicit.sqlite3"
+        store = open_global_data(path=str(db))
+    try:
+        store.set_global_data("k", 1)  # opens the file: database, -wal and -shm exist now
+        assert [_mode(f) for f in _store_files(db)] == [0o600] * 3
+        if where == "default":
+            assert _mode(db.parent) == 0o700
+    finally:
+        store.close()
+
+
+def test_store_files_created_first_by_someone_else_become_private(
+    private_tempdir: Path, open_umask: None
+) -> None:
+    import sqlite3
+
+    directory = private_tempdir / DEFAULT_DIRECTORY_NAME
+    directory.mkdir(mode=0o755)
+    db = directory / DEFAULT_FILE_NAME
+    # An older program (or a bare sqlite3 shell) made the files with mode 0666.
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        other.execute("PRAGMA journal_mode=WAL")
+        other.execute("CREATE TABLE t (x)")
+        assert [_mode(f) for f in _store_files(db)] == [0o644] * 3
+        with open_global_data() as store:
+            store.set_global_data("k", 1)
+            assert _mode(directory) == 0o700
+            assert [_mode(f) for f in _store_files(db)] == [0o600] * 3
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("name", [DEFAULT_FILE_NAME, DEFAULT_FILE_NAME + "-wal",
+                                  DEFAULT_FILE_NAME + "-shm"])
+def test_default_store_file_that_is_a_symlink_is_refused(private_tempdir: Path, name: str) -> None:
+    directory = private_tempdir / DEFAULT_DIRECTORY_NAME
+    directory.mkdir(mode=0o700)
+    target = private_tempdir / "planted"
+    target.write_bytes(b"")
+    (directory / name).symlink_to(target)
+    store = open_global_data()
+    try:
+        with pytest.raises(UnsafeGlobalDataPath, match="is a symlink"):
+            store.set_global_data("k", 1)
+        assert target.read_bytes() == b""  # nothing was written through the link
+    finally:
+        store.close()
+
+
+def test_default_directory_that_is_a_symlink_is_refused_with_its_own_error(
+    private_tempdir: Path
+) -> None:
+    elsewhere = private_tempdir / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    (private_tempdir / DEFAULT_DIRECTORY_NAME).symlink_to(elsewhere)
+    with pytest.raises(UnsafeGlobalDataPath, match="not a directory but a symlink"):
+        open_global_data()
+    assert issubclass(UnsafeGlobalDataPath, ConfigError)
+    assert _mode(elsewhere) == 0o755  # not followed, not changed
+    assert list(elsewhere.iterdir()) == []
+
+
+NOBODY = 65534
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="giving a file to another user needs root")
+@pytest.mark.parametrize("what", ["directory", "database"])
+def test_default_store_owned_by_another_user_is_refused(private_tempdir: Path, what: str) -> None:
+    directory = private_tempdir / DEFAULT_DIRECTORY_NAME
+    directory.mkdir(mode=0o700)
+    db = directory / DEFAULT_FILE_NAME
+    db.write_bytes(b"")
+    os.chown(directory if what == "directory" else db, NOBODY, NOBODY)
+    if what == "directory":
+        with pytest.raises(UnsafeGlobalDataPath, match="belongs to another user"):
+            open_global_data()
+        return
+    store = open_global_data()
+    try:
+        with pytest.raises(UnsafeGlobalDataPath, match="belongs to another user"):
+            store.set_global_data("k", 1)
+        assert db.read_bytes() == b""
+    finally:
+        store.close()
+
+
+def test_explicit_path_through_a_symlink_is_the_users_choice(tmp_path: Path) -> None:
+    real = tmp_path / "real.sqlite3"
+    link = tmp_path / "link.sqlite3"
+    link.symlink_to(real)
+    with open_global_data(path=str(link)) as store:
+        store.set_global_data("k", "through the link")
+    with open_global_data(path=str(real)) as store:
+        assert store.get_global_data("k") == "through the link"
+    assert _mode(real) == 0o600
 
 
 def test_two_stores_on_one_path_share_data(tmp_path: Path) -> None:

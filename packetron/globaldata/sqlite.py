@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
-import stat
 import tempfile
 import threading
 import time
@@ -17,6 +16,7 @@ import weakref
 from typing import Any, Callable
 
 from packetron.errors import ConfigError, PacketronError
+from packetron.globaldata.files import prepare_private_directory, secure_database_files
 from packetron.globaldata.values import JsonValue, check_key, decode, encode
 
 __all__ = [
@@ -52,29 +52,6 @@ def default_global_data_path() -> str:
     return os.path.join(tempfile.gettempdir(), DEFAULT_DIRECTORY_NAME, DEFAULT_FILE_NAME)
 
 
-def _prepare_private_directory(directory: str) -> None:
-    """Create `directory` (mode 0700) or check that an existing one is ours.
-
-    The temp directory is shared by every user of the machine. Another user could
-    create the directory first, or put a symlink there, and so read or plant our
-    data; an existing directory is therefore only used if we own it.
-    """
-    try:
-        os.mkdir(directory, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise ConfigError(f"cannot create the global data directory {directory!r}: {exc}") from None
-    st = os.lstat(directory)
-    if not stat.S_ISDIR(st.st_mode):
-        raise ConfigError(f"{directory!r} is not a directory (a symlink or file is in the way)")
-    geteuid = getattr(os, "geteuid", None)  # absent on Windows, where %TEMP% is per user
-    if geteuid is not None and st.st_uid != geteuid():
-        raise ConfigError(
-            f"{directory!r} belongs to another user; pass an explicit global data path"
-        )
-
-
 # Connections inherited over fork() are kept referenced here, so the child never
 # closes them: SQLite's "How To Corrupt An SQLite Database File" (section 2.6) says
 # not to use in a child a connection opened before fork(), and closing is a use (it
@@ -100,14 +77,21 @@ class SQLiteGlobalData:
     process id is checked on every call), so a store created before workers are
     forked works in each of them. Calls from several threads are serialized.
 
+    Its files are private: the database and its `-wal` / `-shm` get mode 0600
+    whoever created them (see `files`).
+
     Args:
         path: The database file. Default: `default_global_data_path()`, whose
-            directory is created with mode 0700 (and must belong to this user).
+            directory is created with mode 0700 (and must belong to this user; there,
+            in the shared temp directory, symlinks and other users' files are refused).
         busy_timeout: Seconds a call waits for another process's write
             transaction before raising `sqlite3.OperationalError`.
 
     Raises:
-        ConfigError: The directory cannot be created or is not safely ours.
+        ConfigError: The directory of an explicit path does not exist, or the default
+            one cannot be created.
+        UnsafeGlobalDataPath: The default directory is a symlink or another user's
+            (a data call raises it too for such a file in it).
     """
 
     def __init__(
@@ -115,9 +99,11 @@ class SQLiteGlobalData:
     ) -> None:
         if busy_timeout <= 0 or not math.isfinite(busy_timeout):
             raise ConfigError(f"busy_timeout must be a positive number of seconds, got {busy_timeout!r}")
+        # The default file is in the temp directory every user shares: checked strictly.
+        self._shared_location = path is None
         if path is None:
             path = default_global_data_path()
-            _prepare_private_directory(os.path.dirname(path))
+            prepare_private_directory(os.path.dirname(path))
         else:
             path = os.path.abspath(os.fspath(path))
             directory = os.path.dirname(path)
@@ -133,7 +119,7 @@ class SQLiteGlobalData:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A 'spawn' child gets the configuration and opens its own connection.
-        return (_reopen_sqlite, (self.path, self.busy_timeout))
+        return (_reopen_sqlite, (self.path, self.busy_timeout, self._shared_location))
 
     def __repr__(self) -> str:
         return f"SQLiteGlobalData({self.path!r})"
@@ -153,6 +139,9 @@ class SQLiteGlobalData:
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
+        # Before SQLite creates anything: the database file is created (or set) 0600 here,
+        # and SQLite gives the -wal and -shm it creates the database file's mode.
+        secure_database_files(self.path, shared_location=self._shared_location)
         # isolation_level=None: no implicit transactions; update() issues its own
         # BEGIN IMMEDIATE. check_same_thread=False: self._lock serializes threads.
         conn = sqlite3.connect(
@@ -278,5 +267,10 @@ class SQLiteGlobalData:
             self._closed = True
 
 
-def _reopen_sqlite(path: str, busy_timeout: float) -> SQLiteGlobalData:
-    return SQLiteGlobalData(path, busy_timeout=busy_timeout)
+def _reopen_sqlite(path: str, busy_timeout: float, shared_location: bool) -> SQLiteGlobalData:
+    store = SQLiteGlobalData(path, busy_timeout=busy_timeout)
+    if shared_location:
+        # The same file, checked as strictly as in the process that pickled it.
+        prepare_private_directory(os.path.dirname(path))
+        store._shared_location = True
+    return store
