@@ -22,7 +22,8 @@ from multipart import PushMultipartParser
 
 from packetron.errors import (BadRequest, ConnectionClosed, HttpError, PayloadTooLarge,
                               UnsupportedMediaType)
-from packetron.http import multipart as packetron_multipart
+from packetron.http.multipart import parser as multipart_parser
+from packetron.http.multipart import storage as multipart_storage
 from packetron.http.multipart import (PARSE_BATCH_IN_BYTES, SMALL_READ_IN_BYTES, PartStream,
                                       parse_multipart)
 
@@ -115,7 +116,7 @@ def store(tmp_path: pathlib.Path) -> pathlib.Path:
 @pytest.fixture(autouse=True)
 def fresh_write_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with writes in the event loop, whatever an earlier test recorded."""
-    monkeypatch.setattr(packetron_multipart, "_write_mode", packetron_multipart._WriteMode())
+    monkeypatch.setattr(multipart_storage, "_write_mode", multipart_storage._WriteMode())
 
 
 @pytest.fixture(params=["joined", "as-read"])
@@ -123,7 +124,7 @@ def feeding(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     """Small pieces joined before they reach the parser (the default), or each parsed as
     it came."""
     if request.param == "as-read":
-        monkeypatch.setattr(packetron_multipart, "SMALL_READ_IN_BYTES", 0)
+        monkeypatch.setattr(multipart_parser, "SMALL_READ_IN_BYTES", 0)
     return str(request.param)
 
 
@@ -131,10 +132,10 @@ def feeding(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 def write_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """File writes in the event loop (the default), or in a worker thread, as after a slow
     write."""
-    mode = packetron_multipart._WriteMode()
+    mode = multipart_storage._WriteMode()
     if request.param == "threaded":
         mode.threaded_until = math.inf
-    monkeypatch.setattr(packetron_multipart, "_write_mode", mode)
+    monkeypatch.setattr(multipart_storage, "_write_mode", mode)
     return str(request.param)
 
 
@@ -148,7 +149,7 @@ def parser_pieces(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
             pieces.append(chunk)
             return super().parse(chunk)
 
-    monkeypatch.setattr(packetron_multipart, "PushMultipartParser", RecordingParser)
+    monkeypatch.setattr(multipart_parser, "PushMultipartParser", RecordingParser)
     return pieces
 
 
@@ -587,7 +588,7 @@ def test_many_flushes_keep_the_bytes_in_order(store: pathlib.Path, feeding: str,
 
 def test_a_slow_write_sends_the_next_writes_to_a_worker_thread(
         store: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(packetron_multipart, "SLOW_WRITE_SECONDS", -1.0)  # every write is slow
+    monkeypatch.setattr(multipart_storage, "SLOW_WRITE_SECONDS", -1.0)  # every write is slow
     in_loop_thread: list[bool] = []
     writev = os.writev
 
@@ -601,7 +602,7 @@ def test_a_slow_write_sends_the_next_writes_to_a_worker_thread(
     assert pathlib.Path(files["f"]["path"]).read_bytes() == content
     assert in_loop_thread[0] is True  # the first write ran in the loop and was slow
     assert len(in_loop_thread) > 1 and not any(in_loop_thread[1:])
-    assert packetron_multipart._write_mode.threaded_until > time.monotonic()
+    assert multipart_storage._write_mode.threaded_until > time.monotonic()
 
 
 # ---------------------------------------------------------------- what the parser is fed

@@ -19,13 +19,13 @@ from packetron.http.multipart import (
     SLOW_WRITE_SECONDS,
     THREADED_WRITES_SECONDS,
     MultipartOptions,
-    _WriteMode,
     boundary_from_content_type,
     default_storage_directory,
     sanitize_filename,
     storage_name,
     validate_multipart_options,
 )
+from packetron.http.multipart.storage import _WriteMode
 
 
 def test_the_hellkamp_push_parser_is_the_multipart_module() -> None:

@@ -7,6 +7,7 @@ import pathlib
 import pytest
 
 from packetron.http import mime, static
+from packetron.http.static import conditional
 from packetron.http.mime import DEFAULT_MIME_TYPE, content_type_for, guess_mime_type
 from packetron.http.static import (
     check_preconditions,
@@ -238,7 +239,7 @@ def test_content_disposition_of_empty_name() -> None:
 # ---------------------------------------------------------------- purity
 
 
-@pytest.mark.parametrize("module", [mime, static])
+@pytest.mark.parametrize("module", [mime, static, conditional])
 def test_module_imports_no_io_event_loop_or_clock(module: object) -> None:
     tree = ast.parse(pathlib.Path(module.__file__).read_text())  # type: ignore[attr-defined]
     imported = set()
@@ -253,7 +254,8 @@ def test_module_imports_no_io_event_loop_or_clock(module: object) -> None:
 def test_small_file_cache_evicts_the_oldest_within_its_budget() -> None:
     import os
 
-    from packetron.http.static import _CachedFile, _SmallFileCache, _StaticTarget
+    from packetron.http.static.cache import _CachedFile, _SmallFileCache
+    from packetron.http.static.target import _StaticTarget
 
     info = os.stat(__file__)
     cache = _SmallFileCache(limit=10)
