@@ -9,7 +9,8 @@ import threading
 import types
 from typing import Any, Callable, Iterable, TypeVar
 
-from packetron.errors import ConfigError
+from packetron.errors import ConfigError, GlobalDataDisabled
+from packetron.globaldata import GlobalData
 from packetron.flags import RequestMethod
 from packetron.http.errorpages import ErrorHandler
 from packetron.http.lifespan import Hook, Lifespan
@@ -48,11 +49,45 @@ class Application:
             self._global_plugins.add(plugin)
         self._lock = threading.Lock()
         self._on_routes_changed: Callable[[], None] | None = None
+        self.global_data_enabled = True
+        self._global_data: GlobalData | None = None
         self.lifespan = Lifespan()
         # on_error registrations: an HTTP status (int) or an exception class -> renderer.
         self.error_handlers: dict[int | type[BaseException], ErrorHandler] = {}
         # A per-process namespace for what startup hooks open (pools, clients).
         self.state = types.SimpleNamespace()
+
+    # ------------------------------------------------------------ global data
+
+    def global_data_store(self) -> GlobalData:
+        """The store behind set/get/update_global_data, opened on first use.
+
+        Raises:
+            GlobalDataDisabled: the server was created with ServerFlags.NO_GLOBAL_DATA.
+        """
+        if not self.global_data_enabled:
+            raise GlobalDataDisabled(
+                "global data is disabled: this server was created with ServerFlags.NO_GLOBAL_DATA")
+        if self._global_data is None:
+            self._global_data = GlobalData(url=self.config.global_data_url,
+                                           path=self.config.global_data_path)
+        return self._global_data
+
+    def set_global_data(self, key: str, value: Any) -> None:
+        """Store a JSON value visible to every worker (and every server on this machine)."""
+        self.global_data_store().set_global_data(key, value)
+
+    def get_global_data(self, key: str, default: Any = None) -> Any:
+        return self.global_data_store().get_global_data(key, default)
+
+    def update_global_data(self, key: str, fn: Callable[[Any], Any], default: Any = None) -> Any:
+        """Atomically replace the value with fn(current or default); returns the new value."""
+        return self.global_data_store().update_global_data(key, fn, default)
+
+    def _close_global_data(self) -> None:
+        store, self._global_data = self._global_data, None
+        if store is not None:
+            store.close()
 
     # ------------------------------------------------------------ errors
 
@@ -102,7 +137,8 @@ class Application:
                handler: Callable[..., Any] | None = None, *, plugins: Iterable[Plugin] = (),
                flags: int = 0, multipart_options: dict[str, Any] | None = None,
                max_requests_per_second: int | None = None,
-               max_request_size_in_bytes: int | None = None) -> Any:
+               max_request_size_in_bytes: int | None = None,
+               rate_limit_scope: str = "worker") -> Any:
         """Register `handler(request, response)` for an exact (method, path).
 
         Returns:
@@ -116,7 +152,8 @@ class Application:
             route = Route(self, method, route_path, fn, flags=flags, plugins=plugins,
                           multipart_options=multipart_options,
                           max_requests_per_second=max_requests_per_second,
-                          max_request_size_in_bytes=max_request_size_in_bytes)
+                          max_request_size_in_bytes=max_request_size_in_bytes,
+                          rate_limit_scope=rate_limit_scope)
             self._add_route(route)
             return route
 

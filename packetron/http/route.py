@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 from packetron.errors import ConfigError
 from packetron.flags import HandlerFlags, RequestMethod
+from packetron.http.clusterlimit import ClusterRateLimiter
 from packetron.http.limits import FixedWindowRateLimiter
 from packetron.http.plugins import Plugin, PluginManager
 from packetron.http.router import normalize_path
@@ -24,6 +25,8 @@ class RouteOwner(Protocol):
     config: ServerOptions
 
     def remove_route(self, route: "Route") -> bool: ...
+
+    def global_data_store(self) -> Any: ...
 
 MULTIPART_OPTION_NAMES = frozenset({
     "max_file_size", "max_files", "max_fields", "max_field_size", "max_field_name_size",
@@ -112,6 +115,7 @@ class Route:
         multipart_options: dict[str, Any] | None = None,
         max_requests_per_second: int | None = None,
         max_request_size_in_bytes: int | None = None,
+        rate_limit_scope: str = "worker",
     ) -> None:
         if not callable(handler):
             raise ConfigError(f"handler for {path!r} is not callable: {handler!r}")
@@ -142,8 +146,21 @@ class Route:
 
             multipart_options = validate_multipart_options(multipart_options)  # type: ignore[assignment]
         self.multipart_options = multipart_options
-        self.rate_limiter = (FixedWindowRateLimiter(max_requests_per_second)
-                             if max_requests_per_second is not None else None)
+        if rate_limit_scope not in ("worker", "cluster"):
+            raise ConfigError(f"rate_limit_scope must be 'worker' or 'cluster', "
+                              f"got {rate_limit_scope!r}")
+        self.rate_limiter: Any = None
+        if max_requests_per_second is not None:
+            if rate_limit_scope == "cluster":
+                if app is None or not getattr(app, "global_data_enabled", True):
+                    raise ConfigError("a cluster-wide rate limit counts in the global data "
+                                      "store, which this server does not have "
+                                      "(ServerFlags.NO_GLOBAL_DATA)")
+                self.rate_limiter = ClusterRateLimiter(
+                    max_requests_per_second, f"{self.method.name} /{self.key}",
+                    app.global_data_store)
+            else:
+                self.rate_limiter = FixedWindowRateLimiter(max_requests_per_second)
         if max_request_size_in_bytes is not None and (
                 not isinstance(max_request_size_in_bytes, int) or max_request_size_in_bytes < 0):
             raise ConfigError("max_request_size_in_bytes must be a non-negative integer")

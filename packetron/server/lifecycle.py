@@ -14,9 +14,8 @@ import threading
 from typing import Any, Callable, Iterable
 
 from packetron.version import __version__
-from packetron.errors import ConfigError, GlobalDataDisabled, PacketronError
+from packetron.errors import ConfigError, PacketronError
 from packetron.flags import ServerFlags
-from packetron.globaldata import GlobalData
 from packetron.http.app import Application
 from packetron.http.plugins import Plugin
 from packetron.http.runtime import ServingLoop, new_event_loop
@@ -57,8 +56,8 @@ class Packetron(Application):
         self.port: int | None = None
         self._serving: ServingLoop | None = None
         self._supervisor: Supervisor | None = None
-        self._global_data: GlobalData | None = None
         self._restore_logs: Callable[[], None] | None = None
+        self.global_data_enabled = not self.flags & ServerFlags.NO_GLOBAL_DATA
         self.set_routes_listener(self._redeploy)
         if self.flags & ServerFlags.START_IMMEDIATELY:
             self.start()
@@ -67,33 +66,6 @@ class Packetron(Application):
         supervisor = self._supervisor
         if supervisor is not None:
             supervisor.routes_changed()
-
-    # ------------------------------------------------------------ global data
-
-    def _store(self) -> GlobalData:
-        if self.flags & ServerFlags.NO_GLOBAL_DATA:
-            raise GlobalDataDisabled(
-                "global data is disabled: this server was created with ServerFlags.NO_GLOBAL_DATA")
-        if self._global_data is None:
-            self._global_data = GlobalData(url=self.config.global_data_url,
-                                           path=self.config.global_data_path)
-        return self._global_data
-
-    def set_global_data(self, key: str, value: Any) -> None:
-        """Store a JSON value visible to every worker (and every server on this machine)."""
-        self._store().set_global_data(key, value)
-
-    def get_global_data(self, key: str, default: Any = None) -> Any:
-        return self._store().get_global_data(key, default)
-
-    def update_global_data(self, key: str, fn: Callable[[Any], Any], default: Any = None) -> Any:
-        """Atomically replace the value with fn(current or default); returns the new value."""
-        return self._store().update_global_data(key, fn, default)
-
-    def _close_global_data(self) -> None:
-        store, self._global_data = self._global_data, None
-        if store is not None:
-            store.close()
 
     # ------------------------------------------------------------ lifecycle
 
