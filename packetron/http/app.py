@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import types
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar, overload
 
 from packetron.errors import ConfigError, GlobalDataDisabled
 from packetron.globaldata import GlobalData
@@ -23,7 +23,8 @@ from packetron.options import ServerOptions
 
 __all__ = ["Application"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+# A handler's own type: decorators give back exactly the function they were given.
+H = TypeVar("H", bound=Callable[..., Any])
 
 
 class Application:
@@ -133,12 +134,28 @@ class Application:
 
     # ------------------------------------------------------------ routes
 
+    @overload
+    def handle(self, method: int = ..., route_path: str = ..., handler: None = None,
+               *, plugins: Iterable[Plugin] = ...,
+               flags: int = ..., multipart_options: dict[str, Any] | None = ...,
+               max_requests_per_second: int | None = ...,
+               max_request_size_in_bytes: int | None = ...,
+               rate_limit_scope: str = ...) -> Callable[[H], H]: ...
+
+    @overload
+    def handle(self, method: int, route_path: str, handler: H,
+               *, plugins: Iterable[Plugin] = ...,
+               flags: int = ..., multipart_options: dict[str, Any] | None = ...,
+               max_requests_per_second: int | None = ...,
+               max_request_size_in_bytes: int | None = ...,
+               rate_limit_scope: str = ...) -> Route: ...
+
     def handle(self, method: int = RequestMethod.GET, route_path: str = "api/status",
                handler: Callable[..., Any] | None = None, *, plugins: Iterable[Plugin] = (),
                flags: int = 0, multipart_options: dict[str, Any] | None = None,
                max_requests_per_second: int | None = None,
                max_request_size_in_bytes: int | None = None,
-               rate_limit_scope: str = "worker") -> Any:
+               rate_limit_scope: str = "worker") -> Route | Callable[[H], H]:
         """Register `handler(request, response)` for an exact (method, path).
 
         Returns:
@@ -160,7 +177,7 @@ class Application:
         if handler is not None:
             return register(handler)
 
-        def decorator(fn: F) -> F:
+        def decorator(fn: H) -> H:
             register(fn)
             return fn
 
@@ -196,23 +213,82 @@ class Application:
         self._lock = threading.Lock()
         self._on_routes_changed = None
 
-    def _shorthand(method: RequestMethod) -> Callable[..., Any]:  # type: ignore[misc]
-        def shorthand(self: "Application", route_path: str, handler: Callable[..., Any] | None = None,
-                      **kwargs: Any) -> Any:
-            return self.handle(method, route_path, handler, **kwargs)
+    @overload
+    def get(self, route_path: str, handler: None = None, **options: Any) -> Callable[[H], H]: ...
 
-        shorthand.__name__ = method.name.lower()
-        shorthand.__doc__ = f"handle(RequestMethod.{method.name}, route_path, ...)"
-        return shorthand
+    @overload
+    def get(self, route_path: str, handler: H, **options: Any) -> Route: ...
 
-    get = _shorthand(RequestMethod.GET)
-    post = _shorthand(RequestMethod.POST)
-    put = _shorthand(RequestMethod.PUT)
-    delete = _shorthand(RequestMethod.DELETE)
-    head = _shorthand(RequestMethod.HEAD)
-    patch = _shorthand(RequestMethod.PATCH)
-    options = _shorthand(RequestMethod.OPTIONS)
-    del _shorthand
+    def get(self, route_path: str, handler: H | None = None,
+            **options: Any) -> Route | Callable[[H], H]:
+        """handle(RequestMethod.GET, route_path, handler, **options)."""
+        return self.handle(RequestMethod.GET, route_path, handler, **options)
+
+    @overload
+    def post(self, route_path: str, handler: None = None, **options: Any) -> Callable[[H], H]: ...
+
+    @overload
+    def post(self, route_path: str, handler: H, **options: Any) -> Route: ...
+
+    def post(self, route_path: str, handler: H | None = None,
+            **options: Any) -> Route | Callable[[H], H]:
+        """handle(RequestMethod.POST, route_path, handler, **options)."""
+        return self.handle(RequestMethod.POST, route_path, handler, **options)
+
+    @overload
+    def put(self, route_path: str, handler: None = None, **options: Any) -> Callable[[H], H]: ...
+
+    @overload
+    def put(self, route_path: str, handler: H, **options: Any) -> Route: ...
+
+    def put(self, route_path: str, handler: H | None = None,
+            **options: Any) -> Route | Callable[[H], H]:
+        """handle(RequestMethod.PUT, route_path, handler, **options)."""
+        return self.handle(RequestMethod.PUT, route_path, handler, **options)
+
+    @overload
+    def delete(self, route_path: str, handler: None = None, **options: Any) -> Callable[[H], H]: ...
+
+    @overload
+    def delete(self, route_path: str, handler: H, **options: Any) -> Route: ...
+
+    def delete(self, route_path: str, handler: H | None = None,
+            **options: Any) -> Route | Callable[[H], H]:
+        """handle(RequestMethod.DELETE, route_path, handler, **options)."""
+        return self.handle(RequestMethod.DELETE, route_path, handler, **options)
+
+    @overload
+    def head(self, route_path: str, handler: None = None, **options: Any) -> Callable[[H], H]: ...
+
+    @overload
+    def head(self, route_path: str, handler: H, **options: Any) -> Route: ...
+
+    def head(self, route_path: str, handler: H | None = None,
+            **options: Any) -> Route | Callable[[H], H]:
+        """handle(RequestMethod.HEAD, route_path, handler, **options)."""
+        return self.handle(RequestMethod.HEAD, route_path, handler, **options)
+
+    @overload
+    def patch(self, route_path: str, handler: None = None, **options: Any) -> Callable[[H], H]: ...
+
+    @overload
+    def patch(self, route_path: str, handler: H, **options: Any) -> Route: ...
+
+    def patch(self, route_path: str, handler: H | None = None,
+            **options: Any) -> Route | Callable[[H], H]:
+        """handle(RequestMethod.PATCH, route_path, handler, **options)."""
+        return self.handle(RequestMethod.PATCH, route_path, handler, **options)
+
+    @overload
+    def options(self, route_path: str, handler: None = None, **options: Any) -> Callable[[H], H]: ...
+
+    @overload
+    def options(self, route_path: str, handler: H, **options: Any) -> Route: ...
+
+    def options(self, route_path: str, handler: H | None = None,
+            **options: Any) -> Route | Callable[[H], H]:
+        """handle(RequestMethod.OPTIONS, route_path, handler, **options)."""
+        return self.handle(RequestMethod.OPTIONS, route_path, handler, **options)
 
     @property
     def routes(self) -> list[Route]:

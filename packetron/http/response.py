@@ -156,7 +156,7 @@ class Response:
                           content_type: bytes | None) -> None:
         await waiting
         self.pending = False
-        self._send(status, content_type, self.body)
+        self._send(status, content_type, self.body or b"")
 
     def set_cookie(self, name: str, value: str, *, max_age: int | None = None,
                    expires: "datetime | str | int | float | None" = None, path: str = "/",
@@ -193,7 +193,7 @@ class Response:
                 self._protocol.spawn(self._request,
                                      self._send_after(waiting, status, content_type))
                 return
-            body = self.body
+            body = self.body or b""
         protocol = self._protocol
         request = self._request
         if (status == 200 and self._headers is None and request.keep_alive and protocol._reuse
