@@ -10,7 +10,7 @@ from packetron.errors import BufferFull, ConnectionClosed, IncompleteRead, Conne
 from packetron.net.broker import Broker, HandlerContext, HandlerInfo, Signal
 from packetron.net.manifest import HandlerPolicy, Manifest, load_manifest, parse_manifest
 from packetron.net.shared import MemoryStore, RedisStore, SharedStore, open_store
-from packetron.errors import HandlerLoadError
+from packetron.errors import HandlerLoadError, NoPortOpened
 from packetron.net.framing import LengthPrefixedFramer, LineFramer, RpcFrameFormat, RpcFramer
 from packetron.net.client import RetryPolicy, TcpClient
 from packetron.net.rpc import FramingSocket, serve_rpc
@@ -50,6 +50,7 @@ __all__ += [
     "RedisStore",
     "open_store",
     "HandlerLoadError",
+    "NoPortOpened",
 ]
 __all__ += [
     "LengthPrefixedFramer",

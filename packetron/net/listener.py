@@ -91,11 +91,21 @@ def bind_tcp_socket(
 
 
 def bind_udp_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """Create a bound, non-blocking UDP socket (see bind_tcp_socket for the arguments)."""
+    """Create a bound, non-blocking UDP socket (see bind_tcp_socket for the arguments).
+
+    A port another socket holds fails with EADDRINUSE, as for TCP. No SO_REUSEADDR
+    here: UDP has no TIME_WAIT to step over, and on UDP it lets a second socket bind
+    the same address and silently take over the datagrams (a second broker started on
+    the same folder did). Several processes sharing a port on purpose ask for
+    `reuse_port`.
+
+    Raises:
+        ConfigError: the port is out of range.
+        OSError: the port could not be bound (EADDRINUSE: it is in use).
+    """
     _check_port(port)
     sock = socket.socket(_family_for(host), socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))

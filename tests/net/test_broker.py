@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import resource
@@ -11,7 +12,7 @@ import pytest
 
 from nethelp import (LOCAL, LOOPS, echo_once, free_port, make_broker, make_certs, run,
                      udp_exchange, wait_until, write_source)
-from packetron.errors import ConfigError
+from packetron.errors import ConfigError, NoPortOpened
 from packetron.net import client_context, open_connection
 from packetron.net.handlerfiles import (
     FolderScan,
@@ -319,6 +320,137 @@ def test_udp_rate_per_source_from_the_manifest(tmp_path):
         got = await udp_exchange(port, [b"%d" % i for i in range(10)], 3)
         assert got == [b"0", b"1", b"2"]
         await broker.stop()
+
+    run(main())
+
+
+# ------------------------------------------------------------------ ports in use
+
+UPPER_UDP = "def message(m, r, ctx):\n    ctx.reply(m.upper(), r)\n"
+
+
+def broker_errors(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "packetron.net.broker" and r.levelno >= logging.ERROR]
+
+
+def test_second_broker_on_the_same_folder_does_not_take_over_udp_ports(tmp_path, caplog):
+    port = free_port(UDP)
+    write_source(tmp_path / f"upper.udp.{port}.port.py", UPPER_UDP)
+
+    async def main():
+        first = make_broker(tmp_path)
+        await first.start()
+        second = make_broker(tmp_path)
+        try:
+            with caplog.at_level(logging.ERROR, logger="packetron.net.broker"):
+                await second.start()
+            assert second.ports == {}
+            assert first.ports == {("udp", port): "upper"}
+            errors = broker_errors(caplog)
+            assert len(errors) == 1 and f"cannot open udp port {port}" in errors[0]
+            # Every datagram still reaches the first broker.
+            got = await udp_exchange(port, [b"a", b"b", b"c"], 3)
+            assert sorted(got) == [b"A", b"B", b"C"]
+        finally:
+            await second.stop()
+            await first.stop()
+
+    run(main())
+
+
+def test_require_ports_raises_when_no_declared_port_could_be_opened(tmp_path, caplog):
+    udp_port = free_port(UDP)
+    write_source(tmp_path / f"upper.udp.{udp_port}.port.py", UPPER_UDP)
+    with socket.socket() as taken:
+        taken.bind((LOCAL, 0))
+        taken.listen()
+        tcp_port = taken.getsockname()[1]
+        write_source(tmp_path / f"echo.tcp.{tcp_port}.port.py", ECHO)
+
+        async def main():
+            first = make_broker(tmp_path)
+            await first.start()  # takes the UDP port; the TCP one is held above
+            second = make_broker(tmp_path)
+            try:
+                caplog.clear()
+                with caplog.at_level(logging.ERROR, logger="packetron.net.broker"):
+                    with pytest.raises(NoPortOpened) as info:
+                        await second.start(require_ports=True)
+                failures = sorted((proto, port, exc.errno)
+                                  for proto, port, exc in info.value.failures)
+                assert failures == [("tcp", tcp_port, errno.EADDRINUSE),
+                                    ("udp", udp_port, errno.EADDRINUSE)]
+                errors = broker_errors(caplog)
+                assert errors == [str(info.value)]  # one line, naming both ports
+                assert f"tcp/{tcp_port}" in errors[0] and f"udp/{udp_port}" in errors[0]
+                assert second.ports == {} and second.shared is None  # stopped
+                await second.stop()  # idempotent after the refused start
+            finally:
+                await first.stop()
+            # Once the UDP port is free, the same broker starts and serves it.
+            await second.start(require_ports=True)
+            try:
+                assert second.ports == {("udp", udp_port): "upper"}
+                assert await udp_exchange(udp_port, [b"x"], 1) == [b"X"]
+            finally:
+                await second.stop()
+
+        run(main())
+
+
+def test_require_ports_with_one_port_open_starts_and_logs_the_other(tmp_path, caplog):
+    udp_port = free_port(UDP)
+    write_source(tmp_path / f"upper.udp.{udp_port}.port.py", UPPER_UDP)
+    with socket.socket() as taken:
+        taken.bind((LOCAL, 0))
+        taken.listen()
+        tcp_port = taken.getsockname()[1]
+        write_source(tmp_path / f"echo.tcp.{tcp_port}.port.py", ECHO)
+
+        async def main():
+            broker = make_broker(tmp_path)
+            with caplog.at_level(logging.ERROR, logger="packetron.net.broker"):
+                await broker.start(require_ports=True)
+            try:
+                assert broker.ports == {("udp", udp_port): "upper"}
+                errors = broker_errors(caplog)
+                assert len(errors) == 1
+                assert errors[0].startswith(f"echo.tcp.{tcp_port}.port.py: cannot open tcp port")
+            finally:
+                await broker.stop()
+
+        run(main())
+
+
+def test_require_ports_does_not_refuse_a_folder_without_handlers(tmp_path):
+    async def main():
+        broker = make_broker(tmp_path)
+        await broker.start(require_ports=True)
+        assert broker.ports == {}
+        await broker.stop()
+
+    run(main())
+
+
+def test_renamed_udp_handler_keeps_serving_its_port(tmp_path):
+    # The old socket is closed a loop turn after close(): the new file must still get
+    # the port in the same scan, now that a second bind of a used UDP port fails.
+    port = free_port(UDP)
+    old = tmp_path / f"upper.udp.{port}.port.py"
+    write_source(old, UPPER_UDP)
+
+    async def main():
+        broker = make_broker(tmp_path)
+        await broker.start()
+        try:
+            assert await udp_exchange(port, [b"a"], 1) == [b"A"]
+            old.rename(tmp_path / f"renamed.udp.{port}.port.py")
+            await broker.rescan()
+            assert broker.ports == {("udp", port): "renamed"}
+            assert await udp_exchange(port, [b"b"], 1) == [b"B"]
+        finally:
+            await broker.stop()
 
     run(main())
 

@@ -153,6 +153,22 @@ def test_broker_whose_every_port_is_busy_prints_one_line_and_exits_1(tmp_path):
     assert proc.stderr == f"cannot listen on 127.0.0.1:{busy}: address already in use\n"
 
 
+def test_broker_whose_udp_port_another_broker_holds_exits_1(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        # What a running broker holds: before UDP binds stopped setting SO_REUSEADDR,
+        # a second broker bound the same port too and ran, taking part of its datagrams.
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind((LOCAL, 0))
+        busy = taken.getsockname()[1]
+        (tmp_path / f"stats.udp.{busy}.port.py").write_text("def message(m, r, ctx):\n    pass\n")
+        proc = subprocess.run(
+            [sys.executable, "-m", "packetron", "broker", str(tmp_path), "--host", LOCAL],
+            capture_output=True, text=True, timeout=30,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert f"127.0.0.1:{busy}" in proc.stderr and "in use" in proc.stderr
+
+
 def test_broker_with_a_missing_directory_exits_with_status_2(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "packetron", "broker", str(tmp_path / "nope")],

@@ -13,6 +13,7 @@ from packetron.net.broker.core import (
     STOP_TIMEOUT_SECONDS,
     Broker,
 )
+from packetron.errors import NoPortOpened
 from packetron.net.handlerctx import HandlerContext, HandlerInfo, Signal
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "HandlerContext",
     "HandlerInfo",
     "Signal",
+    "NoPortOpened",
     "POLL_INTERVAL_SECONDS",
     "RELOAD_GRACE_SECONDS",
     "STOP_TIMEOUT_SECONDS",

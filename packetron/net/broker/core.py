@@ -30,12 +30,13 @@ import sys
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
-from packetron.errors import ConfigError, HandlerLoadError
+from packetron.errors import ConfigError, HandlerLoadError, NoPortOpened
 from packetron.net.broker.ports import STOP_TIMEOUT_SECONDS, apply_policy, open_listener
 from packetron.net.broker.runtime import HandlerVersion, PortEntry, broker_log, load_version
 from packetron.net.broker.watch import ManifestWatch, purge_support_modules
 from packetron.net.handlerctx import HandlerInfo
 from packetron.net.handlerfiles import (
+    EntryName,
     FolderScan,
     Fingerprint,
     diff_scans,
@@ -113,6 +114,9 @@ class Broker:
         self._claims: dict[tuple[str, int], str] = {}  # (protocol, port) → file name
         self._failed: dict[str, tuple[Fingerprint, bool]] = {}  # name → (fp, conflict)
         self._listen_failed: set[str] = set()  # failed to open its port (TLS, bind)
+        # start(require_ports=True) collects the ports that failed to open here instead of
+        # logging each: if none opened, one line says so.
+        self._open_failures: list[tuple[str, EntryName, BaseException]] | None = None
         self._scan = FolderScan()
         self._lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
@@ -140,12 +144,23 @@ class Broker:
 
     # ------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
+    async def start(self, *, require_ports: bool = False) -> None:
         """Load every entry, open every port, start watching; returns once they accept.
+
+        A port that cannot be opened (in use, TLS files missing) is logged, and its file
+        is tried again when it or the manifest changes; the other ports are served.
+
+        Args:
+            require_ports: Fail when ports were tried and not one of them opened (a
+                second broker on the same folder, say): log one line, stop, and raise
+                NoPortOpened. A folder with no entry file, or whose files all fail to
+                import, starts all the same (the folder is watched for fixes).
 
         Raises:
             ConfigError: the directory does not exist.
             RuntimeError: already started.
+            NoPortOpened: (require_ports) no declared port could be opened; its
+                `failures` say why, port by port. The broker is stopped.
         """
         if self._running:
             raise RuntimeError("Broker already started")
@@ -161,10 +176,27 @@ class Broker:
             # Supporting code in the folder is importable from handlers.
             sys.path.insert(0, self.directory)
             self._added_path = True
-        await self.rescan()
+        self._open_failures = [] if require_ports else None
+        try:
+            await self.rescan()
+        finally:
+            failures, self._open_failures = self._open_failures or [], None
+        if failures and not self._entries:
+            await self._refuse_start(failures)
+        for filename, name, exc in failures:
+            broker_log.error("%s: %s", filename, _cannot_open(name, exc))
         self._warn_unused_tables()
         if self.poll_interval is not None:
             self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def _refuse_start(self, failures: list[tuple[str, EntryName, BaseException]]) -> None:
+        ports = "; ".join(f"{name.protocol}/{name.port} ({filename}): {exc}"
+                          for filename, name, exc in failures)
+        message = f"no port could be opened in {self.directory}: {ports}"
+        broker_log.error("%s", message)
+        await self.stop()
+        raise NoPortOpened(message, [(name.protocol, name.port, exc)
+                                     for _, name, exc in failures])
 
     async def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
         """Stop watching, close every port and connection, run every close(ctx).
@@ -188,8 +220,7 @@ class Broker:
                     v.ctx.signal._fire("stop")
                 if e.server is not None:
                     await e.server.stop_listening()
-                if e.transport is not None:
-                    e.transport.close()
+                await e.close_transport()
             await asyncio.gather(*(s.close(timeout) for e in entries for s in e.servers()))
             for task in list(self._background):
                 task.cancel()
@@ -338,7 +369,11 @@ class Broker:
         except (OSError, ConfigError) as exc:
             version.ctx.signal._fire("stop")
             await entry.run_close(version)
-            self._fail(filename, fp, f"cannot open {name.protocol} port {name.port}: {exc}")
+            if self._open_failures is not None:
+                self._failed[filename] = (fp, False)  # reported by start()
+                self._open_failures.append((filename, name, exc))
+            else:
+                self._fail(filename, fp, _cannot_open(name, exc))
             self._listen_failed.add(filename)
             return
         version.ctx._transport = entry.transport
@@ -373,8 +408,7 @@ class Broker:
         # connections finish within the grace period, then close what is left.
         if entry.server is not None:
             await entry.server.stop_listening()
-        if entry.transport is not None:
-            entry.transport.close()
+        await entry.close_transport()
         for v in entry.versions:
             v.ctx.signal._fire("removed")
         broker_log.info("%s: removed, %s port %d closed", entry.filename, entry.entry.protocol,
@@ -410,3 +444,7 @@ class Broker:
         version = await load_version(entry, self.shared)
         self._module_names.add(version.module_name)
         return version
+
+
+def _cannot_open(name: EntryName, exc: BaseException) -> str:
+    return f"cannot open {name.protocol} port {name.port}: {exc}"

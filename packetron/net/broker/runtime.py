@@ -64,7 +64,8 @@ class PortEntry:
     """One claimed (protocol, port) and the file serving it."""
 
     __slots__ = ("current", "entry", "filename", "fingerprint", "generation", "owners", "path",
-                 "policy", "retired", "screen", "server", "transport", "versions")
+                 "policy", "retired", "screen", "server", "transport", "transport_closed",
+                 "versions")
 
     def __init__(self, filename: str, path: str, entry: EntryName, policy: HandlerPolicy) -> None:
         self.filename = filename
@@ -80,6 +81,9 @@ class PortEntry:
         self.retired: list[TcpServer] = []
         self.owners: dict[Connection, HandlerVersion] = {}  # live connection → its version
         self.transport: asyncio.DatagramTransport | None = None
+        # Resolved once the UDP socket is really closed (a transport closes it a loop
+        # turn after close()), so that the port can be bound again.
+        self.transport_closed: asyncio.Future[None] | None = None
         self.screen: Screen | None = None
 
     # The TcpServer calls these two per connection: methods of the entry itself, so no
@@ -104,6 +108,15 @@ class PortEntry:
             version.active -= 1
             if version is not self.current:
                 version.check_idle()
+
+    async def close_transport(self) -> None:
+        """Close the UDP socket and return once it is closed (the port is free then)."""
+        transport, self.transport = self.transport, None
+        if transport is None:
+            return
+        transport.close()
+        if self.transport_closed is not None:
+            await asyncio.shield(self.transport_closed)
 
     def servers(self) -> list[TcpServer]:
         """The listener and every retired one still holding connections (TCP)."""
@@ -173,10 +186,15 @@ class PortEntry:
 class DatagramProtocol(asyncio.DatagramProtocol):
     """Receives one UDP port's datagrams for its entry."""
 
-    __slots__ = ("_entry",)
+    __slots__ = ("_entry", "_closed")
 
     def __init__(self, entry: PortEntry) -> None:
         self._entry = entry
+        self._closed = entry.transport_closed = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed.done():
+            self._closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self._entry.datagram(data, addr, time.monotonic())
