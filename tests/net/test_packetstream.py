@@ -5,7 +5,7 @@ import asyncio
 import logging
 
 import pytest
-from nethelp import HeldHandler, RawServer, run
+from nethelp import HeldHandler, RawServer, run, wait_until
 
 from packetron.errors import (
     BufferFull,
@@ -418,11 +418,16 @@ class Gate:
     def __init__(self):
         self.arrived = asyncio.Event()
         self.release = asyncio.Event()
+        self.cancelled = False
 
     async def __call__(self, value):
         if value == "slow":
             self.arrived.set()
-            await self.release.wait()
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
             return "slow answer"
         return {"okay": True, "echo": value}
 
@@ -470,12 +475,24 @@ def test_cancelled_request_does_not_block_close():
     async def main():
         gate = Gate()
         async with Served(request=gate) as srv:
-            ps, task = await srv.client()
+            client_closes = []
+            ps, task = await srv.client(close=client_closes.append)
             slow = asyncio.ensure_future(ps.request("slow"))
             await gate.arrived.wait()
             slow.cancel()
             await asyncio.wait_for(ps.close(), 5)
-            await task
+            assert await task is None
+            # This side stopped waiting, so its GOODBYE is a clean end...
+            assert slow.cancelled()
+            assert ps.closed and client_closes == [None]
+            assert ps.connection is not None and ps.connection.state == "closed"
+            # ...while the server still owed that answer: its handler is cancelled and
+            # its session ends with the error Node gives for it.
+            await wait_until(lambda: srv.closes and gate.cancelled)
+            assert [type(e) for e in srv.closes] == [ConnectionClosed]
+            assert str(srv.closes[0]) == "unexpected end of parent stream"
+            assert gate.cancelled and not gate.release.is_set()
+        assert srv.attach_errors == []
 
     run(main())
 
