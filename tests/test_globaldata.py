@@ -596,6 +596,112 @@ def test_concurrent_updates_from_processes_lose_nothing(store: GlobalData) -> No
     assert store.update_global_data("counter", lambda v: v + 1) == 10_001
 
 
+# ---------------------------------------------------------------- file deleted or replaced
+
+
+def _remove_store_files(db: Path, suffixes: tuple[str, ...] = ("", "-wal", "-shm")) -> None:
+    for suffix in suffixes:
+        Path(f"{db}{suffix}").unlink()
+
+
+def _integrity(db: Path) -> str:
+    import sqlite3
+
+    check = sqlite3.connect(db)
+    try:
+        return str(check.execute("PRAGMA integrity_check").fetchone()[0])
+    finally:
+        check.close()
+
+
+def test_deleted_store_file_is_recreated_by_the_next_call(tmp_path: Path, caplog) -> None:
+    db = tmp_path / "g.sqlite3"
+    with open_global_data(path=str(db)) as store:
+        store.set_global_data("k", "before")
+        _remove_store_files(db)  # rm g.sqlite3*, or a temp cleaner
+        with caplog.at_level("WARNING", logger="packetron.server"):
+            assert store.get_global_data("k", "gone") == "gone"
+        assert "deleted or replaced" in caplog.text
+        store.set_global_data("k", "after")
+        assert [_mode(f) for f in _store_files(db)] == [0o600] * 3
+        with open_global_data(path=str(db)) as other:
+            assert other.get_global_data("k") == "after"  # it went to the file at the path
+
+
+def test_deleted_database_file_does_not_revive_its_old_log(tmp_path: Path) -> None:
+    # A cleaner that removes only the database file leaves the -wal and -shm: a new
+    # database must not be read through the old one's log.
+    db = tmp_path / "g.sqlite3"
+    with open_global_data(path=str(db)) as store:
+        for n in range(50):
+            store.set_global_data(f"k{n}", n)
+        _remove_store_files(db, ("",))
+        assert store.get_global_data("k1", "gone") == "gone"
+        assert store.update_global_data("n", lambda v: v + 1, 0) == 1
+        assert _integrity(db) == "ok"
+    with open_global_data(path=str(db)) as again:
+        assert again.get_global_data("k1", "gone") == "gone"
+        assert again.get_global_data("n") == 1
+
+
+def test_replaced_store_file_is_read_by_the_next_call(tmp_path: Path) -> None:
+    db = tmp_path / "g.sqlite3"
+    restored = tmp_path / "backup.sqlite3"
+    with open_global_data(path=str(restored)) as backup:
+        backup.set_global_data("k", "from the backup")
+    with open_global_data(path=str(db)) as store:
+        store.set_global_data("k", "before")
+        os.replace(restored, db)  # a restore that moves a file into place
+        assert store.get_global_data("k") == "from the backup"
+        assert store.update_global_data("n", lambda v: v + 1, 0) == 1
+        assert _integrity(db) == "ok"
+    with open_global_data(path=str(db)) as again:
+        assert again.get_global_data("k") == "from the backup"
+        assert again.get_global_data("n") == 1
+
+
+def test_store_file_replaced_by_something_else_fails_clearly_until_removed(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "g.sqlite3"
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"this is not a database file" * 100)
+    with open_global_data(path=str(db)) as store:
+        store.set_global_data("k", 1)
+        os.replace(junk, db)
+        with pytest.raises(sqlite3.DatabaseError, match="not a database"):
+            store.get_global_data("k")
+        db.unlink()
+        assert store.get_global_data("k", "fresh") == "fresh"  # created anew
+
+
+def test_deleted_default_directory_is_made_again(private_tempdir: Path) -> None:
+    import shutil as _shutil
+
+    directory = private_tempdir / DEFAULT_DIRECTORY_NAME
+    with open_global_data() as store:
+        store.set_global_data("k", 1)
+        _shutil.rmtree(directory)
+        store.set_global_data("k", 2)
+        assert _mode(directory) == 0o700
+        assert _mode(directory / DEFAULT_FILE_NAME) == 0o600
+        assert store.get_global_data("k") == 2
+
+
+def test_deleted_directory_of_an_explicit_path_fails_clearly(tmp_path: Path) -> None:
+    import shutil as _shutil
+
+    directory = tmp_path / "data"
+    directory.mkdir()
+    with open_global_data(path=str(directory / "g.sqlite3")) as store:
+        store.set_global_data("k", 1)
+        _shutil.rmtree(directory)
+        with pytest.raises(ConfigError, match="no longer exists"):
+            store.get_global_data("k")
+        directory.mkdir()
+        assert store.get_global_data("k", "fresh") == "fresh"
+
+
 # ---------------------------------------------------------------- first use of a new file
 
 FIRST_USE_PROCESSES = 6

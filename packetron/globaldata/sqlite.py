@@ -13,11 +13,16 @@ import tempfile
 import threading
 import time
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, TypeAlias
 
 from packetron.errors import ConfigError, PacketronError
-from packetron.globaldata.files import prepare_private_directory, secure_database_files
+from packetron.globaldata.files import (
+    SIDE_FILE_SUFFIXES,
+    prepare_private_directory,
+    secure_database_files,
+)
 from packetron.globaldata.values import JsonValue, check_key, decode, encode
+from packetron.log import server_logger
 
 __all__ = [
     "SQLiteGlobalData",
@@ -41,6 +46,20 @@ _OPEN_RETRY_FIRST_DELAY = 0.001
 _OPEN_RETRY_MAX_DELAY = 0.05
 # SQLITE_BUSY and SQLITE_LOCKED, whatever their extended code (BUSY_RECOVERY, ...).
 _BUSY_CODES = frozenset({5, 6})
+# A file that was created anew and then found at the path by another stat: opening
+# gives up after this many tries (someone replaces the file in a loop).
+_OPEN_ATTEMPTS = 3
+
+# (st_dev, st_ino): which file a path names; None when nothing is there.
+FileId: TypeAlias = "tuple[int, int] | None"
+
+
+def _file_id(path: str) -> FileId:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def default_global_data_path() -> str:
@@ -113,6 +132,8 @@ class SQLiteGlobalData:
         self.busy_timeout: float = busy_timeout
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        # What the path, its -wal and its -shm named when the connection was opened.
+        self._file_ids: tuple[FileId, ...] = ()
         self._pid = os.getpid()
         self._closed = False
         _LIVE_SQLITE_STORES.add(self)
@@ -134,14 +155,65 @@ class SQLiteGlobalData:
                 _INHERITED_CONNECTIONS.append(self._conn)
                 self._conn = None
             self._pid = pid
-        if self._conn is None:
-            self._conn = self._open()
-        return self._conn
+        conn = self._conn
+        # One stat per call: a file deleted or replaced under us (a temp cleaner, an rm,
+        # a restore) would otherwise take this process's writes where nobody reads them.
+        if conn is not None and _file_id(self.path) != self._file_ids[0]:
+            self._drop_changed_file(conn)
+            conn = None
+        if conn is None:
+            conn = self._conn = self._open()
+        return conn
+
+    def _drop_changed_file(self, conn: sqlite3.Connection) -> None:
+        """Close the connection to a database file no longer at the path; reopen follows.
+
+        Closing is safe: SQLite notices that the file moved, so it neither checkpoints
+        nor deletes the -wal / -shm by name (they may be the new file's already). Those
+        of the old file, still at the path, are removed here: a new database must not
+        start from another one's log.
+        """
+        self._conn = None
+        conn.close()
+        for suffix, old_id in zip(SIDE_FILE_SUFFIXES, self._file_ids[1:]):
+            name = self.path + suffix
+            if old_id is not None and _file_id(name) == old_id:
+                try:
+                    os.unlink(name)
+                except FileNotFoundError:
+                    pass
+        server_logger.warning("global data file %s was deleted or replaced; opening the file "
+                              "now at that path (data written to the old one is not in it)",
+                              self.path)
 
     def _open(self) -> sqlite3.Connection:
-        # Before SQLite creates anything: the database file is created (or set) 0600 here,
-        # and SQLite gives the -wal and -shm it creates the database file's mode.
-        secure_database_files(self.path, shared_location=self._shared_location)
+        """Connect to the file at the path, making it (and its folder) first if needed.
+
+        Raises:
+            UnsafeGlobalDataPath: see `files.secure_database_files`.
+            ConfigError: the folder of an explicit path no longer exists.
+            sqlite3.Error: the file is not a database, or stayed locked.
+        """
+        directory = os.path.dirname(self.path)
+        if self._shared_location:
+            prepare_private_directory(directory)  # made again if it was deleted
+        elif not os.path.isdir(directory):
+            raise ConfigError(f"the directory of the global data file no longer exists: "
+                              f"{directory!r}")
+        for _ in range(_OPEN_ATTEMPTS):
+            # Before SQLite creates anything: the database file is created (or set) 0600
+            # here, and SQLite gives the -wal and -shm it creates the database file's mode.
+            secure_database_files(self.path, shared_location=self._shared_location)
+            before = _file_id(self.path)
+            conn = self._connect()
+            file_ids = tuple(_file_id(self.path + suffix) for suffix in ("", *SIDE_FILE_SUFFIXES))
+            if file_ids[0] == before:
+                self._file_ids = file_ids
+                return conn
+            conn.close()  # replaced while we opened it: which one we got is unclear
+        raise PacketronError(f"the global data file {self.path!r} keeps being replaced")
+
+    def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions; update() issues its own
         # BEGIN IMMEDIATE. check_same_thread=False: self._lock serializes threads.
         conn = sqlite3.connect(
