@@ -5,10 +5,11 @@ Each function returns a `Plugin`; attach it with `Packetron(plugins=[...])`,
 """
 from __future__ import annotations
 
+from packetron.plugins.compress import compress
 from packetron.plugins.crossorigin import cors
 from packetron.plugins.csrftoken import csrf
 from packetron.plugins.requestid import request_id
 from packetron.plugins.securityheaders import security_headers
 from packetron.plugins.sessioncookie import sessions
 
-__all__ = ["cors", "security_headers", "csrf", "request_id", "sessions"]
+__all__ = ["cors", "security_headers", "csrf", "request_id", "sessions", "compress"]

@@ -29,13 +29,16 @@ def _file_identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
 
 
 class _CachedFile:
-    """A small file's 200 answer: its header lines, prebuilt, and its bytes."""
+    """A small file's 200 answer: its headers, also as prebuilt lines, and its bytes."""
 
-    __slots__ = ("identity", "head_lines", "body")
+    __slots__ = ("identity", "headers", "head_lines", "body")
 
     def __init__(self, info: os.stat_result, headers: list[tuple[str, str]],
                  body: bytes) -> None:
         self.identity = _file_identity(info)
+        # As pairs for answers after-hooks must see (they read and change headers), as
+        # one prebuilt block for all others.
+        self.headers = tuple(headers)
         self.head_lines = b"".join(header_line(name, value) for name, value in headers)
         self.body = body
 

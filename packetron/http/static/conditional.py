@@ -12,7 +12,14 @@ from datetime import datetime
 from email.utils import formatdate, mktime_tz, parsedate_tz
 
 __all__ = ["make_etag", "http_date", "parse_http_date", "etag_list_matches",
-           "check_preconditions", "parse_range", "choose_range"]
+           "check_preconditions", "parse_range", "choose_range", "CODING_ETAG_SUFFIXES"]
+
+# Suffixes the compress plugin gives the strong ETag of a compressed variant ('"abc"' →
+# '"abc-gzip"'). A client revalidating that variant sends the suffixed tag back; it names
+# the same file version, so If-None-Match matches it too (else every revalidation of a
+# compressed answer would cost a full 200). If-Match and If-Range compare strongly and
+# never match it: a byte range of the identity file is not one of the compressed variant.
+CODING_ETAG_SUFFIXES = ("-gzip", "-br")
 
 
 def make_etag(size: int, mtime_ns: int) -> str:
@@ -40,8 +47,21 @@ def parse_http_date(value: str | None) -> int | None:
         return None
 
 
+def _without_coding_suffix(tag: str) -> str:
+    # '"abc-gzip"' → '"abc"'; any other tag unchanged.
+    for suffix in CODING_ETAG_SUFFIXES:
+        if tag.endswith(suffix + '"'):
+            return tag[: -len(suffix) - 1] + '"'
+    return tag
+
+
 def etag_list_matches(header: str, etag: str, *, weak: bool) -> bool:
-    """If-Match / If-None-Match list comparison (RFC 9110 §8.8.3.2)."""
+    """If-Match / If-None-Match list comparison (RFC 9110 §8.8.3.2).
+
+    With `weak` (If-None-Match), a tag carrying a content-coding suffix
+    (CODING_ETAG_SUFFIXES) also matches: the compressed variant of an unchanged file is
+    unchanged too.
+    """
     if header.strip() == "*":
         return True
     opaque = etag[2:] if etag.startswith("W/") else etag
@@ -51,7 +71,7 @@ def etag_list_matches(header: str, etag: str, *, weak: bool) -> bool:
             if not weak:
                 continue  # strong comparison: a weak validator never matches
             candidate = candidate[2:]
-        if candidate == opaque:
+        if candidate == opaque or (weak and _without_coding_suffix(candidate) == opaque):
             return True
     return False
 

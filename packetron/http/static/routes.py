@@ -11,12 +11,12 @@ from __future__ import annotations
 import functools
 import os
 import weakref
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from packetron.errors import ConfigError
 from packetron.flags import FileRouterFlags, HandlerFlags, RequestMethod
 from packetron.http.static.cache import _small_files
-from packetron.http.static.sending import _serve_target
+from packetron.http.static.sending import SIBLING_SUFFIXES, _serve_target
 from packetron.http.static.target import _StaticTarget, is_within
 from packetron.log import server_logger
 
@@ -62,6 +62,14 @@ def _walk(root: str, *, recursive: bool, include_dotfiles: bool) -> Iterator[tup
             elif os.path.isfile(real):
                 yield rel, entry.path
         pending.extend(subdirs)
+
+
+def _siblings(path: str, root: str | None,
+              exists: Callable[[str], bool]) -> tuple[tuple[str, _StaticTarget], ...]:
+    """The precompressed versions next to a file ("x.css.br", "x.css.gz"), found now;
+    the compress plugin has them sent instead of the file to clients that take them."""
+    return tuple((coding, _StaticTarget(path + suffix, root))
+                 for coding, suffix in SIBLING_SUFFIXES if exists(path + suffix))
 
 
 def _join_route(prefix: str, rel: str) -> str:
@@ -146,10 +154,14 @@ def serve_directory(server: Any, directory: str, path_prefix: str = "", flags: i
             flags=_handler_flags(flags), max_requests_per_second=max_requests_per_second,
             max_request_size_in_bytes=max_request_size_in_bytes))
 
-    for rel, tree_path in _walk(root, recursive=not flags & FileRouterFlags.NON_RECURSIVE,
-                                include_dotfiles=include_dotfiles):
+    found = list(_walk(root, recursive=not flags & FileRouterFlags.NON_RECURSIVE,
+                       include_dotfiles=include_dotfiles))
+    tree_paths = {tree_path for _, tree_path in found}
+    for rel, tree_path in found:
         name = rel.rsplit("/", 1)[-1]
-        add(_join_route(path_prefix, name if flat else rel), _StaticTarget(tree_path, root))
+        siblings = _siblings(tree_path, root, tree_paths.__contains__)
+        add(_join_route(path_prefix, name if flat else rel),
+            _StaticTarget(tree_path, root, siblings=siblings))
         if name == INDEX_FILE_NAME and (flat or "/" not in rel):
             dir_route = path_prefix.strip("/")
         elif name == INDEX_FILE_NAME:
@@ -157,7 +169,8 @@ def serve_directory(server: Any, directory: str, path_prefix: str = "", flags: i
         else:
             continue
         if dir_route not in taken:
-            add(dir_route, _StaticTarget(tree_path, root, redirect_to_slash=dir_route != ""))
+            add(dir_route, _StaticTarget(tree_path, root, redirect_to_slash=dir_route != "",
+                                         siblings=siblings))
     _remember(server, (root, path_prefix.strip("/")), routes)
     return routes
 
@@ -187,7 +200,8 @@ def serve_single_file(server: Any, route_path: str, file_path: str, flags: int =
         raise ConfigError(f"serve_file(): {file_path!r} is not a file")
     path = os.path.abspath(file_path)
     route: Route = server.handle(
-        RequestMethod.GET, route_path, _handler_for(_StaticTarget(path, None)),
+        RequestMethod.GET, route_path,
+        _handler_for(_StaticTarget(path, None, siblings=_siblings(path, None, os.path.isfile))),
         plugins=plugins, flags=_handler_flags(flags),
         max_requests_per_second=max_requests_per_second,
         max_request_size_in_bytes=max_request_size_in_bytes)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from packetron.http.request import Request
     from packetron.http.response import Response
 
-__all__ = ["SENDFILE_THRESHOLD_IN_BYTES", "send_file", "content_disposition"]
+__all__ = ["SENDFILE_THRESHOLD_IN_BYTES", "SIBLING_SUFFIXES", "send_file", "content_disposition"]
 
 # Up to this size a file is read with one pread and leaves with its head in one write;
 # above it the body goes to response.sendfile (zero-copy where the loop can), so no
@@ -33,6 +33,10 @@ _CONDITIONAL_HEADERS = frozenset({b"if-match", b"if-none-match", b"if-modified-s
                                   b"if-unmodified-since", b"range", b"if-range"})
 
 _Pending = Optional[Coroutine[Any, Any, None]]
+
+# Precompressed siblings of a file, by content coding: "app.css.br", "app.css.gz".
+SIBLING_SUFFIXES = (("br", ".br"), ("gzip", ".gz"))
+_SUFFIX_OF = dict(SIBLING_SUFFIXES)
 
 
 def content_disposition(filename: str, *, attachment: bool = True) -> str:
@@ -107,30 +111,115 @@ async def send_file(request: Request, response: Response, path: str, *,
     Raises:
         ConnectionClosed: from the response when the client goes away mid-body.
     """
+    download = download or attachment_filename is not None
+    accepted = _accepted_codings(request)
+    if accepted is not None:
+        found = _path_sibling(path, accepted, response)
+        if found is not None:
+            coding, fd, info = found
+            pending = _answer(request, response, fd, info, path, attachment_filename, download,
+                              coding=coding)
+            if pending is not None:
+                await pending
+            return
     opened = _open_regular(path)
     if opened is None:
         pending = _plain(response, 404, "Not Found")
     else:
         pending = _answer(request, response, opened[0], opened[1], path, attachment_filename,
-                          download or attachment_filename is not None)
+                          download)
     if pending is not None:
         await pending
 
 
+def _accepted_codings(request: Request) -> tuple[str, ...] | None:
+    """The codings of precompressed files this request takes, best first; None when no
+    compress plugin looked at it (then siblings are never sent)."""
+    accepted: tuple[str, ...] | None = getattr(request, "accepts_precompressed", None)
+    if accepted is not None and request.headers.get("range") is not None:
+        # A range is a range of the identity file: siblings are sent whole only.
+        return ()
+    return accepted
+
+
+def _add_vary(response: Response) -> None:
+    # The answer depends on Accept-Encoding: caches must key on it.
+    current = response.get_header("vary")
+    if current is None:
+        response.set_header("Vary", "Accept-Encoding")
+    elif "accept-encoding" not in {t.strip().lower() for t in current.split(",")} \
+            and current.strip() != "*":
+        response.set_header("Vary", f"{current}, Accept-Encoding")
+
+
+def _fresh(info: os.stat_result, original_path: str) -> bool:
+    # A sibling older than its file was not made from this version of it: never send it.
+    try:
+        return info.st_mtime_ns >= os.stat(original_path).st_mtime_ns
+    except OSError:
+        return False  # the file itself is gone: its route answers 404
+
+
+def _path_sibling(path: str, accepted: tuple[str, ...],
+                  response: Response) -> tuple[str, int, os.stat_result] | None:
+    """send_file's precompressed sibling: the first of `accepted` that exists, is a
+    regular file and is fresh. Adds Vary when any sibling exists."""
+    exists = False
+    for coding in accepted:
+        suffix = _SUFFIX_OF.get(coding)
+        if suffix is None:
+            continue
+        opened = _open_regular(path + suffix)
+        if opened is None:
+            continue
+        exists = True
+        if _fresh(opened[1], path):
+            _add_vary(response)
+            return coding, opened[0], opened[1]
+        os.close(opened[0])
+    if not exists:
+        exists = any(os.path.isfile(path + suffix) for coding, suffix in SIBLING_SUFFIXES
+                     if coding not in accepted)
+    if exists:
+        _add_vary(response)
+    return None
+
+
+def _target_sibling(target: _StaticTarget,
+                    accepted: tuple[str, ...]) -> tuple[str, int, os.stat_result] | None:
+    """A static route's precompressed sibling: the first of `accepted` found at
+    registration that still opens inside the root and is fresh."""
+    for coding in accepted:
+        for sibling_coding, sibling in target.siblings:
+            if sibling_coding != coding:
+                continue
+            opened = _open_target(sibling)
+            if opened is None:
+                continue
+            if _fresh(opened[1], target.path):
+                return coding, opened[0], opened[1]
+            os.close(opened[0])
+    return None
+
+
 def _answer(request: Request, response: Response, fd: int, info: os.stat_result, path: str,
             attachment_filename: str | None, download: bool,
-            cache_for: _StaticTarget | None = None) -> _Pending:
+            cache_for: _StaticTarget | None = None, coding: str | None = None) -> _Pending:
     """Answer from an open file; `fd` is closed here or by the returned coroutine.
 
-    With `cache_for`, a small file sent whole is remembered for that target.
+    With `cache_for`, a small file sent whole is remembered for that target. With
+    `coding`, `fd` is the precompressed sibling of `path` (which names the type): it is
+    sent as it is, with that Content-Encoding, and without Accept-Ranges (ranges are
+    served on the identity file only).
     """
     try:
         size = info.st_size
         mtime = int(info.st_mtime)
         etag = make_etag(size, info.st_mtime_ns)
         get = request.headers.get
-        headers = [("etag", etag), ("last-modified", http_date(mtime)),
-                   ("accept-ranges", "bytes")]
+        headers = [("etag", etag), ("last-modified", http_date(mtime))]
+        if coding is None:
+            headers.append(("accept-ranges", "bytes"))
         verdict = check_preconditions(etag, mtime, get("if-match"), get("if-none-match"),
                                       get("if-modified-since"), get("if-unmodified-since"))
         if verdict == 304:
@@ -143,6 +232,8 @@ def _answer(request: Request, response: Response, fd: int, info: os.stat_result,
             return _plain(response, 416, "Range Not Satisfiable",
                           [*headers, ("content-range", f"bytes */{size}")])
         headers.append(("content-type", content_type_for(attachment_filename or path)))
+        if coding is not None:
+            headers.append(("content-encoding", coding))
         if download:
             name = attachment_filename or os.path.basename(path)
             headers.append(("content-disposition", content_disposition(name)))
@@ -180,6 +271,15 @@ def _serve_target(target: _StaticTarget, request: Request, response: Response) -
         if raw_path.startswith("/") and not raw_path.endswith("/"):
             return _plain(response, 301, "Moved Permanently",
                           [("location", raw_path + "/" + sep + query)])
+    if target.siblings:
+        accepted = _accepted_codings(request)
+        if accepted is not None:  # a compress plugin applies: the answer varies
+            _add_vary(response)
+            found = _target_sibling(target, accepted) if accepted else None
+            if found is not None:
+                coding, fd, info = found
+                return _answer(request, response, fd, info, target.path, None, False,
+                               coding=coding)
     cached = target.cached
     if cached is not None and not response._has_content_type and not response.pending \
             and not request._has_any_header(_CONDITIONAL_HEADERS):
@@ -188,6 +288,10 @@ def _serve_target(target: _StaticTarget, request: Request, response: Response) -
         except OSError:
             identity = None
         if identity == cached.identity:
+            if response._afters:
+                # After-hooks read and change headers (compress needs the type and the
+                # ETag): they must see them as headers, not as prebuilt lines.
+                return _whole(response, 200, list(cached.headers), cached.body)
             response._send(200, cached.head_lines, cached.body)
             return None
         _small_files.forget(target)  # changed or gone: the full path decides

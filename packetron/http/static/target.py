@@ -60,9 +60,11 @@ def _open_regular(path: str) -> tuple[int, os.stat_result] | None:
 class _StaticTarget:
     """One served file: where it sits in the tree and the root it must stay inside."""
 
-    __slots__ = ("path", "root", "verified", "redirect_to_slash", "cached", "__weakref__")
+    __slots__ = ("path", "root", "verified", "redirect_to_slash", "cached", "siblings",
+                 "__weakref__")
 
-    def __init__(self, path: str, root: str | None, redirect_to_slash: bool = False) -> None:
+    def __init__(self, path: str, root: str | None, redirect_to_slash: bool = False,
+                 siblings: tuple[tuple[str, _StaticTarget], ...] = ()) -> None:
         self.path = path
         self.root = root  # resolved directory, or None for serve_single_file
         # (st_dev, st_ino) of the file last found inside root: reopening the same inode
@@ -73,9 +75,13 @@ class _StaticTarget:
         # Only ever set after _open_target verified that inode, and used only while
         # stat() still reports the same inode and version.
         self.cached: _CachedFile | None = None
+        # Precompressed versions found next to the file when it was registered, as
+        # (content coding, target): "app.css.br" → ("br", ...), "app.css.gz" → ("gzip",
+        # ...). Each is checked against the root like the file itself.
+        self.siblings = siblings
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_StaticTarget, (self.path, self.root, self.redirect_to_slash))
+        return (_StaticTarget, (self.path, self.root, self.redirect_to_slash, self.siblings))
 
 
 def _open_target(target: _StaticTarget) -> tuple[int, os.stat_result] | None:
