@@ -69,7 +69,7 @@ def start(protocol: "HttpProtocol", request: Request) -> None:
     if afters:
         request.response._afters = _by_priority(afters)
     if request.expect_continue and not request.body_complete:
-        protocol.transport.write(wire.CONTINUE_RESPONSE)
+        protocol.write(wire.CONTINUE_RESPONSE)
     if route.needs_task or has_async or request.streaming:
         request.stage = STAGE_HANDLED
         protocol.spawn(request, run_async(protocol, request, chain))
@@ -227,7 +227,7 @@ def answer_error(protocol: "HttpProtocol", request: Request, exc: BaseException)
     if response.sent:
         # Half a response is out; the only honest ending is to cut the connection.
         if not response.finished:
-            protocol.transport.close()
+            protocol.close_now()
         return
     response.pending = False
     if not request.body_complete:

@@ -28,6 +28,7 @@ from packetron.http.route import PER_REQUEST_MODES, BodyMode
 from packetron.flags import RequestMethod
 from packetron.http.router import METHOD_INDEX, allowed_methods, resolve
 from packetron.http.state import ServerState
+from packetron.http.websocket.handshake import upgrade_refusal
 from packetron.log import access_logger, server_logger
 from packetron.status import reason_phrase
 
@@ -40,10 +41,15 @@ LINGER_SECONDS = 2.0
 # cap bounds what one slow giant header can make it buffer.
 HEAD_SLACK_BYTES = 8 * 1024
 
+# asyncio's (and uvloop's) default high-water mark of a transport's write buffer, for
+# transports that do not tell theirs.
+DEFAULT_WRITE_HIGH_WATER = 64 * 1024
+
 # Why reading is paused (bits of HttpProtocol._paused); reading resumes once none is left.
 _PAUSE_PIPELINE = 1  # too many requests waiting for their turn
 _PAUSE_BODY = 2      # a streaming handler has not taken the body read so far
 _PAUSE_WRITE = 4     # the client is not reading its answers (write buffer over its mark)
+_PAUSE_UPGRADE = 8   # a WebSocket upgrade waits for its handler to take the connection
 
 # Lengths of the header names _watch_header looks at (Host is handled inline).
 _WATCHED_LENGTHS = frozenset({len(b"content-length"), len(b"content-type"),
@@ -117,7 +123,8 @@ class HttpProtocol(asyncio.Protocol):
         "_current", "_active", "_queue",
         # connection state
         "_closing", "_reuse", "_deferred_error", "_idle_since", "_last_data", "_paused",
-        "_write_paused", "_drain_waiter", "_tasks", "_starting", "_input_ended",
+        "_write_paused", "_drain_waiter", "_tasks", "_starting", "_input_ended", "_batch",
+        "_batched", "_batch_room", "_write_high",
     )
 
     def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
@@ -171,11 +178,21 @@ class HttpProtocol(asyncio.Protocol):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._starting = False  # _start_queued is running (further up the stack)
         self._input_ended = False  # the client half-closed with requests still queued
+        # Answers written while one read is parsed, sent together when it is done: 16
+        # pipelined requests in one read cost one send() instead of 16. None outside.
+        self._batch: list[bytes] | None = None
+        self._batched = 0     # bytes in the batch
+        self._batch_room = 0  # flushed once it holds more: the transport then pauses us
+        self._write_high = DEFAULT_WRITE_HIGH_WATER
 
     # ------------------------------------------------------------ transport events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        try:
+            self._write_high = transport.get_write_buffer_limits()[1]  # type: ignore[attr-defined]
+        except (AttributeError, NotImplementedError):
+            pass  # a transport that does not tell: asyncio's default mark
         peer = transport.get_extra_info("peername")
         self.peer_host = peer[0] if isinstance(peer, tuple) else (peer or "")
         self._idle_since = self.state.now
@@ -243,6 +260,18 @@ class HttpProtocol(asyncio.Protocol):
         if self._closing:
             return  # lingering after an error, or after an upgrade: input is discarded
         self._data = data
+        self._batch = []
+        self._batched = 0
+        # As much as the transport takes before it would pause writing: a client that
+        # sends many requests without reading is stopped at the same mark as unbatched.
+        self._batch_room = self._write_high - self.transport.get_write_buffer_size()
+        try:
+            self._feed(data)
+        finally:
+            self._flush()
+            self._batch = None
+
+    def _feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except _HttpParserCallbackError as exc:
@@ -262,11 +291,14 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 self._reject(400, f"Bad Request: {exc}")
             return
-        except _HttpParserUpgrade:
-            # No protocol upgrades are served: answer the request as plain HTTP, then close.
+        except _HttpParserUpgrade as exc:
+            if self._hold_for_upgrade(data[exc.args[0]:]):
+                return
+            # Only WebSocket routes are upgraded: answer the request as plain HTTP, then close.
             self._closing = True
             self._reuse = False
             if self._active is None and not self._queue:
+                self._flush()
                 self.transport.close()
             return
         if self._head_started:
@@ -639,7 +671,15 @@ class HttpProtocol(asyncio.Protocol):
                                                  headers=[("Allow", allowed_methods(slots))])
             else:
                 limiter = route.rate_limiter
-                if limiter is not None and not limiter.allow(self.loop.time()):
+                refusal = None if route.websocket is None else upgrade_refusal(
+                    request.method, request.http_version, self._raw_headers,
+                    bool(length) or self._chunked)
+                if refusal is not None:
+                    # A WebSocket route asked for without a valid upgrade (400 / 426),
+                    # answered before any plugin runs.
+                    request.route = route
+                    request.error = refusal
+                elif limiter is not None and not limiter.allow(self.loop.time()):
                     request.error = TooManyRequests("Too Many Requests",
                                                     headers=[("Retry-After", "1")])
                 else:
@@ -693,9 +733,33 @@ class HttpProtocol(asyncio.Protocol):
         return b""
 
     def write(self, data: bytes) -> None:
+        batch = self._batch
+        if batch is not None:
+            batch.append(data)
+            self._batched += len(data)
+            if self._batched > self._batch_room:
+                self._flush()
+            return
         transport = self.transport
         if not transport.is_closing():
             transport.write(data)
+
+    def close_now(self) -> None:
+        """Close the connection after what is already written (half an answer is out)."""
+        self._flush()
+        self.transport.close()
+
+    def _flush(self) -> None:
+        """Send the answers batched during this read (before closing, or at its end)."""
+        batch = self._batch
+        if batch:
+            data = batch[0] if len(batch) == 1 else b"".join(batch)
+            batch.clear()
+            self._batched = 0
+            transport = self.transport
+            if not transport.is_closing():
+                transport.write(data)
+                self._batch_room = self._write_high - transport.get_write_buffer_size()
 
     async def sendfile(self, file: BinaryIO | int, offset: int, count: int,
                        head: bytes = b"") -> None:
@@ -722,7 +786,11 @@ class HttpProtocol(asyncio.Protocol):
             if deferred is not None:
                 self._deferred_error = None
                 self.write(deferred)
-            self._linger_close() if not request.body_complete else self.transport.close()
+            if request.body_complete:
+                self._flush()
+                self.transport.close()
+            else:
+                self._linger_close()
             return
         self._start_queued()
 
@@ -843,6 +911,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._paused:
             self._paused = 0
             transport.resume_reading()
+        self._flush()
         if transport.can_write_eof():
             transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, transport.close)
@@ -862,6 +931,37 @@ class HttpProtocol(asyncio.Protocol):
         elif self._active is None and not self._queue:
             if now - self._idle_since > options.keep_alive_timeout:
                 self.transport.close()
+
+    def _hold_for_upgrade(self, tail: bytes) -> bool:
+        """The request just parsed asks to switch protocols: if it is a WebSocket route's
+        (checked and not refused), keep `tail`, the bytes after its head, for the session
+        and read nothing more until the handler accepts or refuses."""
+        request = self._queue[-1] if self._queue else self._active
+        if request is None or request.route is None or request.route.websocket is None \
+                or request.error is not None or request.response.finished:
+            return False
+        request.upgrade_tail = tail
+        self._closing = True  # whatever happens next, this connection serves no more HTTP
+        self._reuse = False
+        self._pause(_PAUSE_UPGRADE)
+        return True
+
+    def detach_for_upgrade(self, request: Request) -> tuple[bytes, bool]:
+        """Hand the connection to a WebSocket session (its 101 is about to be written):
+        this protocol leaves the serving loop's registry and gets no more events.
+
+        Returns:
+            The bytes that followed the request's head, and whether the transport's
+            write buffer is over its high-water mark.
+        """
+        self.state.connections.discard(self)
+        self._closing = True
+        self._reuse = False
+        self._paused = 0  # the session owns reading from now on
+        if self._access_log:
+            self._log_access(request)
+        tail, request.upgrade_tail = request.upgrade_tail or b"", None
+        return tail, self._write_paused
 
     def shutdown(self) -> None:
         """Graceful stop: close now if idle, otherwise after the answer in progress."""

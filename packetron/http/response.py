@@ -203,14 +203,22 @@ class Response:
             self.status = 200
             if protocol._access_log:
                 self.bytes_sent = len(body)
-            transport = protocol.transport
-            if not transport.is_closing():
-                length = len(body)
-                transport.write(b"".join((
-                    _OK_STATUS_LINE, protocol.state.date_header, content_type,  # type: ignore[arg-type]
-                    _CONTENT_LENGTH_LINES[length] if length < _CONTENT_LENGTH_LINES_COUNT
-                    else b"content-length: %d\r\n\r\n" % length,
-                    body)))
+            length = len(body)
+            data = b"".join((
+                _OK_STATUS_LINE, protocol.state.date_header, content_type,  # type: ignore[arg-type]
+                _CONTENT_LENGTH_LINES[length] if length < _CONTENT_LENGTH_LINES_COUNT
+                else b"content-length: %d\r\n\r\n" % length,
+                body))
+            batch = protocol._batch
+            if batch is not None:
+                batch.append(data)  # sent with the other answers of this read
+                protocol._batched += len(data)
+                if protocol._batched > protocol._batch_room:
+                    protocol._flush()
+            else:
+                transport = protocol.transport
+                if not transport.is_closing():
+                    transport.write(data)
             self.finished = True
             if request is protocol._active and request.body_complete and not protocol._queue \
                     and not protocol._access_log:

@@ -86,6 +86,7 @@ def test_stream_body_yields_chunks_as_they_arrive(make_server) -> None:
 def test_stream_body_is_cut_at_the_cap_with_413(make_server) -> None:
     server = make_server()
     outcome: list[str] = []
+    handler_done = threading.Event()
 
     @server.post("cap", flags=HandlerFlags.STREAM_BODY, max_request_size_in_bytes=100_000)
     async def cap(request, response) -> None:
@@ -95,6 +96,8 @@ def test_stream_body_is_cut_at_the_cap_with_413(make_server) -> None:
         except ConnectionClosed:
             outcome.append("closed")
             raise
+        finally:
+            handler_done.set()
         response.send_ok()
 
     server.start()
@@ -107,6 +110,7 @@ def test_stream_body_is_cut_at_the_cap_with_413(make_server) -> None:
     finally:
         sock.close()
     assert response.status_code == 413
+    assert handler_done.wait(5)  # the handler learns it too, in its own time
     assert outcome == ["closed"]
 
 
