@@ -79,7 +79,7 @@ async def _python_server(impl: str) -> None:
             await PacketStream(request=answer).attach(conn)
     else:
         # The JSON functions PacketStream uses, so both do the same work.
-        from packetron.net.psc import json_dumps, json_loads
+        from packetron.net.packetstream.codec import json_dumps, json_loads
 
         def rpc(rpc_id: int, payload: bytes) -> bytes:
             return json_dumps({"okay": True, "echo": json_loads(payload)}).encode()
@@ -109,7 +109,7 @@ async def _python_client(impl: str, port: int, inflight: int, seconds: float,
         async def call(rpc_id: int) -> None:
             await ps.request(PAYLOAD)
     else:
-        from packetron.net.psc import json_dumps, json_loads
+        from packetron.net.packetstream.codec import json_dumps, json_loads
 
         fs = FramingSocket(timeout=30)
         fs.attach(conn)

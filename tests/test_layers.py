@@ -22,8 +22,10 @@ LAYERS = {"flags": 0, "status": 0, "errors": 0, "log": 0, "options": 0, "version
 
 # Modules that must stay sans-I/O.
 PURE_MODULES = ["http/router.py", "http/wire.py", "http/bodies.py", "http/cookies.py",
-                "http/limits.py", "net/framing.py", "net/psc.py", "net/psmachine.py",
-                "net/packetstream/codec.py", "net/packetstream/machine.py",
+                "http/limits.py", "net/framing.py", "net/packetstream/codec.py",
+                "net/packetstream/machine.py", "net/packetstream/errorobjects.py",
+                "http/patterns.py", "http/errorpages.py", "http/requestline.py",
+                "http/accesslog.py",
                 "net/screening.py", "net/manifest.py", "http/mime.py",
                 "http/static/conditional.py", "http/multipart/limits.py"]
 IO_MODULES = {"asyncio", "socket", "ssl", "time", "selectors"}

@@ -18,7 +18,7 @@ from packetron.errors import PacketronError
 from packetron.http import bodies
 from packetron.http.protocol import HttpProtocol
 from packetron.net.framing import LengthPrefixedFramer, LineFramer, RpcFramer
-from packetron.net.psc import PacketDecoder
+from packetron.net.packetstream.codec import PacketDecoder
 
 ROUNDS = 400
 

@@ -37,12 +37,3 @@ def test_sans_io_module_imports_no_io_at_module_level(relative: str) -> None:
     path = NET / relative
     assert path.exists(), f"{relative} moved: update this list"
     assert module_level_imports(path) & IO_MODULES == set()
-
-
-def test_the_old_codec_path_is_the_same_module_contents() -> None:
-    from packetron.net import psc
-    from packetron.net.packetstream import codec
-
-    assert psc.__all__ == codec.__all__
-    for name in psc.__all__:
-        assert getattr(psc, name) is getattr(codec, name)
