@@ -123,6 +123,14 @@ class Response:
 
     # ------------------------------------------------------------ after-hooks
 
+    def _expose_head_lines(self, lines: bytes) -> None:
+        """Turn prebuilt header lines (`content-type: ...\r\n`) into headers an
+        after-hook can read and change; the server's framing lines stay its own."""
+        for line in lines.split(b"\r\n"):
+            name, sep, value = line.partition(b":")
+            if sep and name.strip().lower() not in (b"content-length", b"transfer-encoding"):
+                self.set_header(name.strip().decode("latin-1"), value.strip().decode("latin-1"))
+
     def _run_afters(self, status: int) -> Coroutine[Any, Any, None] | None:
         """Run the after-hooks once, by priority, with `status` visible. Returns None when
         all were synchronous, else an awaitable that runs the first async one and every
@@ -185,6 +193,9 @@ class Response:
         if self.sent or self.pending:
             raise ResponseAlreadySent("a response was already sent for this request")
         if self._afters:
+            if content_type is not None and not self._has_content_type:
+                self._expose_head_lines(content_type)  # after-hooks see every header
+                content_type = None
             self.body = body  # after-hooks may replace it (compress does)
             waiting = self._run_afters(status)
             if waiting:

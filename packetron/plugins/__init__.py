@@ -5,7 +5,7 @@ Each function returns a `Plugin`; attach it with `Packetron(plugins=[...])`,
 """
 from __future__ import annotations
 
-from packetron.plugins.compress import compress
+from packetron.plugins.compression import compress
 from packetron.plugins.crossorigin import cors
 from packetron.plugins.csrftoken import csrf
 from packetron.plugins.requestid import request_id

@@ -185,3 +185,20 @@ def test_a_plugin_that_raises_http_error_refuses_with_its_status(make_server) ->
     assert (r.status_code, r.text, r.headers["www-authenticate"]) == (401, "who are you?", "Bearer")
     r = requests.get(server.url + "/secret", headers={"Authorization": "Bearer good"}, timeout=5)
     assert (r.status_code, r.text) == (200, "the secret")
+
+
+def test_after_hooks_see_the_content_type_of_whole_answers(make_server) -> None:
+    seen: list[str | None] = []
+
+    def look(request, response) -> None:
+        seen.append(response.get_header("content-type"))
+
+    server = make_server(plugins=[Plugin.create(after=look)])
+    server.get("json", lambda request, response: response.send_json([1]))
+    server.get("text", lambda request, response: response.send_text_plain("t"))
+    server.start()
+    assert requests.get(server.url + "/json", timeout=5).headers["content-type"] == \
+        "application/json"
+    assert requests.get(server.url + "/text", timeout=5).text == "t"
+    assert requests.get(server.url + "/none", timeout=5).status_code == 404
+    assert seen == ["application/json", "text/plain; charset=utf-8", "text/plain; charset=utf-8"]

@@ -26,7 +26,7 @@ from packetron.http.static import check_preconditions
 from packetron.plugins import compress
 
 brotli = pytest.importorskip("brotli")
-compress_module = importlib.import_module("packetron.plugins.compress")
+compress_module = importlib.import_module("packetron.plugins.compression")
 negotiate = compress_module.negotiate
 parse_accept_encoding = compress_module.parse_accept_encoding
 
