@@ -11,7 +11,7 @@ from packetron.flags import (
 )
 from packetron.status import HttpResponseCode
 from packetron.errors import GlobalDataDisabled, HttpError, PacketronError, WebSocketClosed
-from packetron.http import Plugin, Request, Response, Route
+from packetron.http import Plugin, Request, Response, Route, WebSocket
 from packetron.server import Packetron
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "Request",
     "Response",
     "Route",
+    "WebSocket",
     "PacketronError",
     "GlobalDataDisabled",
     "HttpError",

@@ -13,7 +13,8 @@ from packetron.errors import ConfigError
 __all__ = ["ServerOptions", "DEFAULT_MAX_URL_SIZE", "DEFAULT_MAX_HEADER_SIZE",
            "DEFAULT_MAX_HEADER_COUNT", "DEFAULT_MAX_BUFFERED_BODY_SIZE",
            "DEFAULT_HEADER_TIMEOUT", "DEFAULT_KEEP_ALIVE_TIMEOUT", "DEFAULT_BODY_TIMEOUT",
-           "DEFAULT_MAX_PIPELINED_REQUESTS", "DEFAULT_GRACEFUL_TIMEOUT"]
+           "DEFAULT_MAX_PIPELINED_REQUESTS", "DEFAULT_GRACEFUL_TIMEOUT",
+           "DEFAULT_MAX_MESSAGE_SIZE", "DEFAULT_PING_INTERVAL", "DEFAULT_PING_TIMEOUT"]
 
 # Request line cap: Apache's LimitRequestLine is 8190, nginx's large header buffer 8 KiB.
 DEFAULT_MAX_URL_SIZE = 8 * 1024
@@ -33,6 +34,12 @@ DEFAULT_BODY_TIMEOUT = 60.0
 # aiohttp queues at most 32 pipelined requests per connection before it stops reading.
 DEFAULT_MAX_PIPELINED_REQUESTS = 32
 DEFAULT_GRACEFUL_TIMEOUT = 10.0
+# The biggest WebSocket message accepted, after decompression (websockets' default too).
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+# A WebSocket silent this long is pinged; one that does not answer within the timeout is
+# closed (1011). The websockets library's defaults.
+DEFAULT_PING_INTERVAL = 20.0
+DEFAULT_PING_TIMEOUT = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +73,16 @@ class ServerOptions:
     # ({"error": reason, "status": n}).
     error_format: str = "text"
     access_log_format: str = "text"  # or "json": one object per line
+    # WebSockets: a bigger message is refused with close code 1009; pings keep idle
+    # connections honest (None: no pings, or no timeout). Checked once a second.
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    ping_interval: float | None = DEFAULT_PING_INTERVAL
+    ping_timeout: float | None = DEFAULT_PING_TIMEOUT
 
     def __post_init__(self) -> None:
         for name in ("max_url_size_in_bytes", "max_header_size_in_bytes", "max_header_count",
-                     "max_buffered_body_size_in_bytes", "max_pipelined_requests"):
+                     "max_buffered_body_size_in_bytes", "max_pipelined_requests",
+                     "max_message_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -78,6 +91,12 @@ class ServerOptions:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        for name in ("ping_interval", "ping_timeout"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float))
+                                      or isinstance(value, bool) or value <= 0):
+                raise ConfigError(f"{name} must be a positive number of seconds or None, "
+                                  f"got {value!r}")
         for name in ("allow", "deny"):
             value = getattr(self, name)
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))

@@ -27,7 +27,9 @@ PURE_MODULES = ["http/router.py", "http/wire.py", "http/bodies.py", "http/cookie
                 "http/patterns.py", "http/errorpages.py", "http/requestline.py",
                 "http/accesslog.py",
                 "net/screening.py", "net/manifest.py", "http/mime.py",
-                "http/static/conditional.py", "http/multipart/limits.py"]
+                "http/static/conditional.py", "http/multipart/limits.py",
+                "http/websocket/handshake.py", "http/websocket/extensions.py",
+                "http/channels/codec.py"]
 IO_MODULES = {"asyncio", "socket", "ssl", "time", "selectors"}
 
 

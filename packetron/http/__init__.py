@@ -6,5 +6,6 @@ from packetron.http.plugins import Plugin
 from packetron.http.request import Request
 from packetron.http.response import Response
 from packetron.http.route import Route
+from packetron.http.websocket import WebSocket
 
-__all__ = ["Application", "Plugin", "Request", "Response", "Route"]
+__all__ = ["Application", "Plugin", "Request", "Response", "Route", "WebSocket"]

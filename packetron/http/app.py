@@ -183,6 +183,40 @@ class Application:
 
         return decorator
 
+    def websocket(self, route_path: str, handler: Callable[..., Any] | None = None, *,
+                  plugins: Iterable[Plugin] = (), flags: int = 0,
+                  max_requests_per_second: int | None = None,
+                  rate_limit_scope: str = "worker") -> Any:
+        """Register `async def handler(ws, request)` for WebSocket upgrades of GET `route_path`
+        (exact or pattern path). Plugins run before the upgrade; one that short-circuits
+        refuses it with its answer.
+
+        Returns:
+            The Route when `handler` is given; otherwise a decorator that registers the
+            function and returns it unchanged.
+
+        Raises:
+            ConfigError: the handler is not an async function, or flags other than
+                LOCAL_PLUGINS_ONLY.
+        """
+        from packetron.http.websocket.route import WebSocketRoute
+
+        def register(fn: Callable[..., Any]) -> Route:
+            route = WebSocketRoute(self, route_path, fn, plugins=plugins, flags=flags,
+                                   max_requests_per_second=max_requests_per_second,
+                                   rate_limit_scope=rate_limit_scope)
+            self._add_route(route)
+            return route
+
+        if handler is not None:
+            return register(handler)
+
+        def decorator(fn: H) -> H:
+            register(fn)
+            return fn
+
+        return decorator
+
     def _add_route(self, route: Route) -> None:
         with self._lock:
             replaced = self.router.add(route.method, route.path, route)

@@ -87,6 +87,9 @@ class Request:
     started_at = 0.0  # loop time the head was complete (taken only for the access log)
     _trailer_fields: list[tuple[bytes, bytes]] | None = None  # set for chunked bodies
     _trailers: Headers | None = None
+    # A WebSocket route's upgrade: the bytes that followed the head (the protocol keeps
+    # them, reading nothing more, until the session takes the connection); None otherwise.
+    upgrade_tail: bytes | None = None
 
     def __init__(self, protocol: "HttpProtocol", method: str, target: bytes,
                  http_version: str, raw_headers: list[tuple[bytes, bytes]],

@@ -103,6 +103,10 @@ class Route:
                  "plugins", "multipart_options", "rate_limiter", "max_request_size_in_bytes",
                  "local_plugins_only", "_app", "__weakref__")
 
+    # The application's handler of a WebSocket route (packetron.http.websocket.route sets
+    # it in a subclass slot); None for every other route, read by the protocol's routing.
+    websocket: Any = None
+
     def __init__(
         self,
         app: RouteOwner | None,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from packetron.http import wire
 from packetron.http.plugins import PluginManager
@@ -10,10 +10,20 @@ from packetron.http.router import Router
 from packetron.options import ServerOptions
 
 if TYPE_CHECKING:
-    from packetron.http.protocol import HttpProtocol
     from packetron.http.route import Route
 
-__all__ = ["ServerState"]
+__all__ = ["ServerState", "ServedConnection"]
+
+
+class ServedConnection(Protocol):
+    """What the serving loop asks of a connection it holds: an HTTP connection, or a
+    WebSocket session that took one over."""
+
+    transport: Any
+
+    def check_timeouts(self, now: float) -> None: ...
+
+    def shutdown(self) -> None: ...
 
 
 class ServerState:
@@ -33,7 +43,7 @@ class ServerState:
         self.trusted_proxies = options.trusted_proxies
         self.date_header = wire.format_date_header(time.time())
         self.now = 1.0  # loop time; never 0, which the protocol reads as "not in a head"
-        self.connections: set[HttpProtocol] = set()
+        self.connections: set[ServedConnection] = set()
 
     def tick(self, now: float) -> None:
         """Called once a second: refresh the Date header and enforce connection timeouts."""
