@@ -12,6 +12,8 @@ from typing import Any, Callable, Iterable, TypeVar, overload
 from packetron.errors import ConfigError, GlobalDataDisabled
 from packetron.globaldata import GlobalData
 from packetron.flags import RequestMethod
+from packetron.http.channels import Channels, LocalChannels
+from packetron.http.channels.redis import RedisChannels, is_redis_url
 from packetron.http.errorpages import ErrorHandler
 from packetron.http.lifespan import Hook, Lifespan
 from packetron.http.plugins import Plugin, PluginManager
@@ -216,6 +218,35 @@ class Application:
             return fn
 
         return decorator
+
+    # ------------------------------------------------------------ channels
+
+    _channels: Channels | None = None
+
+    @property
+    def channels(self) -> Channels:
+        """Publish/subscribe between handlers: `await channels.publish(name, message)`,
+        `async for message in channels.subscribe(name)` (see packetron.http.channels)."""
+        channels = self._channels
+        if channels is None:
+            if is_redis_url(self.config.global_data_url):
+                assert self.config.global_data_url is not None
+                channels = RedisChannels(self.config.global_data_url)
+            else:
+                channels = LocalChannels()
+            self._channels = channels
+        return channels
+
+    def use_channels(self, channels: Channels) -> None:
+        """Serve `server.channels` with another backend (the server's workers use one
+        that reaches every worker process)."""
+        self._channels = channels
+
+    async def close_channels(self) -> None:
+        """Release what the channels backend opened on the running loop (at its stop)."""
+        channels = self._channels
+        if channels is not None:
+            await channels.close()
 
     def _add_route(self, route: Route) -> None:
         with self._lock:

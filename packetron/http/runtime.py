@@ -116,6 +116,8 @@ class ServingLoop:
                 handle.cancel()
             if app is not None and app.lifespan.shutdown:
                 await app.lifespan.run_shutdown(app)
+            if app is not None:
+                await app.close_channels()  # after the hooks, which may still publish
 
     async def _shutdown(self, server: asyncio.Server) -> None:
         """Stop accepting, let answers in progress finish, close idle keep-alive connections."""

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 from packetron.http.app import Application
 from packetron.log import silence_internal_logs, worker_logger
+from packetron.server.channelhub import ChannelHub
 from packetron.server.ossupport import raise_process_priority
 from packetron.server.processes import (EXIT_OK, EXIT_START_FAILED, EXIT_STOPPED_ON_ERROR,
                                         ChildProcess, SignalQueue, close_private_fd,
                                         describe_exit, dispatch_signals, fork_child,
-                                        poll_readable, release_signals)
+                                        poll_events, release_signals)
 from packetron.server.worker import run_worker
 
 __all__ = ["WorkerPool", "WorkerSettings", "respawn_delay"]
@@ -76,6 +77,9 @@ class WorkerPool:
         self._quick_failures = 0
         self._exit_code = EXIT_OK
         self._start_failure: str | None = None  # "failed <reason>" from a worker
+        # server.channels between this generation's workers, unless the backend reaches
+        # every process itself (Redis).
+        self._hub: ChannelHub | None = None if app.channels.cross_process else ChannelHub()
 
     def run(self) -> int:
         signals = self._signals = SignalQueue((signal.SIGTERM, signal.SIGINT, signal.SIGCHLD))
@@ -93,6 +97,8 @@ class WorkerPool:
                 self._tick()
                 self._wait(self._timeout())
         finally:
+            if self._hub is not None:
+                self._hub.close()
             self._close_older()
             if self._sock is not None:
                 self._sock.close()
@@ -117,7 +123,10 @@ class WorkerPool:
     def _wait(self, timeout: float) -> None:
         assert self._signals is not None
         by_fd = {w.status_fd: w for w in self._workers.values() if w.status_fd >= 0}
-        ready = poll_readable([self._signals.fileno(), self._ctl_fd, *by_fd], timeout)
+        hub = self._hub
+        ready, writable = poll_events(
+            [self._signals.fileno(), self._ctl_fd, *by_fd, *(hub.read_fds() if hub else ())],
+            hub.write_fds() if hub else (), timeout)
         for fd in ready:
             if fd == self._signals.fileno():
                 dispatch_signals(self, self._signals.pop_all())
@@ -125,6 +134,11 @@ class WorkerPool:
                 self._read_commands()
             elif fd in by_fd:
                 self._read_worker(by_fd[fd])
+            elif hub is not None and hub.owns(fd):
+                hub.on_readable(fd)
+        for fd in writable:
+            if hub is not None:
+                hub.on_writable(fd)
         self._reap()
 
     def _active_count(self) -> int:
@@ -156,8 +170,20 @@ class WorkerPool:
     def _spawn(self) -> None:
         assert self._signals is not None and self._sock is not None
         app, sock, stop_on_error = self._app, self._sock, self._stop_on_error
-        child = fork_child(lambda ctl, status: run_worker(app, sock, ctl, status,
-                                                          stop_on_error=stop_on_error))
+        hub = self._hub
+        hub_fd, link_fd = hub.open_link() if hub is not None else (-1, -1)
+        try:
+            child = fork_child(lambda ctl, status: run_worker(
+                app, sock, ctl, status, stop_on_error=stop_on_error,
+                channel_link=link_fd if link_fd >= 0 else None))
+        except BaseException:
+            if hub is not None:
+                close_private_fd(hub_fd)
+                os.close(link_fd)
+            raise
+        if hub is not None:
+            os.close(link_fd)  # the worker's end lives in the worker only
+            hub.attach(child.pid, hub_fd)
         self._workers[child.pid] = child
         worker_logger.debug("worker %d started", child.pid)
 
@@ -220,6 +246,8 @@ class WorkerPool:
             worker.exit_status = status
             self._read_worker(worker)  # its last words (a start failure) before the pipe goes
             worker.close()
+            if self._hub is not None:
+                self._hub.detach(pid)
             self._worker_exited(worker, status)
 
     def _worker_exited(self, worker: ChildProcess, status: int) -> None:

@@ -37,7 +37,7 @@ from packetron.log import worker_logger
 
 __all__ = ["ChildProcess", "fork_child", "release_signals",
            "register_private_fds", "close_private_fd", "SignalQueue", "dispatch_signals",
-           "poll_readable", "EXIT_OK", "EXIT_FAILED", "EXIT_START_FAILED",
+           "poll_readable", "poll_events", "EXIT_OK", "EXIT_FAILED", "EXIT_START_FAILED",
            "EXIT_STOPPED_ON_ERROR", "describe_exit"]
 
 EXIT_OK = 0
@@ -334,3 +334,30 @@ def poll_readable(fds: Iterable[int], timeout: float | None) -> list[int]:
             poller.register(fd, select.POLLIN)
     milliseconds = None if timeout is None else max(0, int(timeout * 1000) + 1)
     return [fd for fd, _ in poller.poll(milliseconds)]
+
+
+def poll_events(read_fds: Iterable[int], write_fds: Iterable[int],
+                timeout: float | None) -> tuple[list[int], list[int]]:
+    """poll_readable() that also waits for `write_fds` to take more bytes.
+
+    Returns:
+        (readable or closed, writable) descriptors.
+    """
+    poller = select.poll()
+    masks: dict[int, int] = {}
+    for fd in read_fds:
+        if fd >= 0:
+            masks[fd] = masks.get(fd, 0) | select.POLLIN
+    for fd in write_fds:
+        if fd >= 0:
+            masks[fd] = masks.get(fd, 0) | select.POLLOUT
+    for fd, mask in masks.items():
+        poller.register(fd, mask)
+    milliseconds = None if timeout is None else max(0, int(timeout * 1000) + 1)
+    readable, writable = [], []
+    for fd, events in poller.poll(milliseconds):
+        if events & ~select.POLLOUT:  # POLLIN, POLLHUP, POLLERR: reading tells which
+            readable.append(fd)
+        if events & select.POLLOUT:
+            writable.append(fd)
+    return readable, writable

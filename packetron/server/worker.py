@@ -11,6 +11,7 @@ from typing import Callable
 
 from packetron.http.app import Application
 from packetron.http.runtime import ServingLoop, new_event_loop
+from packetron.server.channellink import HubChannels
 from packetron.server.processes import EXIT_OK, EXIT_STOPPED_ON_ERROR, release_signals
 
 __all__ = ["run_worker", "StopOnErrorHandler"]
@@ -66,7 +67,7 @@ class StopOnErrorHandler(logging.Handler):
 
 
 def run_worker(app: Application, sock: socket.socket, ctl_fd: int, status_fd: int,
-               *, stop_on_error: bool = False) -> int:
+               *, stop_on_error: bool = False, channel_link: int | None = None) -> int:
     """Serve `app`'s routes on the inherited `sock` until told to stop (in the child).
 
     Stops gracefully on SIGTERM, SIGINT, a ``stop <timeout>`` command, or end of file on
@@ -78,6 +79,8 @@ def run_worker(app: Application, sock: socket.socket, ctl_fd: int, status_fd: in
         ctl_fd: read end of the control pipe.
         status_fd: write end of the status pipe; ``ready`` is written once serving.
         stop_on_error: ServerFlags.STOP_ON_ERROR.
+        channel_link: this worker's end of its link to the pool's channels hub, or None
+            (the channels backend reaches every process itself).
 
     Returns:
         EXIT_OK, or EXIT_STOPPED_ON_ERROR when an error record stopped the worker.
@@ -120,6 +123,11 @@ def run_worker(app: Application, sock: socket.socket, ctl_fd: int, status_fd: in
         stopper.on_ready()
 
     try:
+        if channel_link is not None:
+            # Linked before the startup hooks run, which may publish or subscribe.
+            channels = HubChannels(channel_link)
+            app.use_channels(channels)
+            loop.run_until_complete(channels.connect())
         loop.run_until_complete(serving.serve(on_ready=on_ready))
     except BaseException as exc:
         if not stopper.started:
