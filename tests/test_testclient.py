@@ -583,12 +583,6 @@ def test_sync_client_refuses_a_running_loop(server: Packetron) -> None:
     asyncio.run(main())
 
 
-def test_websocket_connect_is_not_available_yet(server: Packetron) -> None:
-    with TestClient(server) as client:
-        with pytest.raises(NotImplementedError, match="WebSockets"):
-            client.websocket_connect("/ws")
-
-
 def test_headers_case_insensitive_and_client_defaults(server: Packetron) -> None:
     with TestClient(server, base_url="http://example.test:8080",
                     headers={"X-Default": "1"}) as client:

@@ -17,7 +17,10 @@ from packetron.testing.cookies import CookieJar
 from packetron.testing.errors import (ConnectionClosed, IncompleteResponse, InvalidResponse,
                                       ResponseTimeout, TestClientError, TooManyRedirects)
 from packetron.testing.response import ResponseHeaders, TestResponse
+from packetron.testing.websocket import (AsyncWebSocketTestSession, WebSocketRejected,
+                                         WebSocketTestSession)
 
 __all__ = ["TestClient", "AsyncTestClient", "TestResponse", "ResponseHeaders", "CookieJar",
            "RequestOptions", "DEFAULT_TIMEOUT", "TestClientError", "ResponseTimeout",
-           "InvalidResponse", "TooManyRedirects", "ConnectionClosed", "IncompleteResponse"]
+           "InvalidResponse", "TooManyRedirects", "ConnectionClosed", "IncompleteResponse",
+           "WebSocketTestSession", "AsyncWebSocketTestSession", "WebSocketRejected"]

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Mapping
 from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
-from typing import Any, AsyncIterator, Awaitable, Iterator, TypeVar, Unpack
+from typing import Any, AsyncIterator, Awaitable, Iterable, Iterator, TypeVar, Unpack
 
 from packetron.flags import RequestMethod
 from packetron.http.app import Application
@@ -22,14 +22,12 @@ from packetron.testing.core import (DEFAULT_BASE_URL, DEFAULT_TIMEOUT, Call, Cli
 from packetron.testing.encoding import HeaderInput
 from packetron.testing.errors import TestClientError
 from packetron.testing.response import TestResponse
+from packetron.testing.websocket import (AsyncConnecting, WebSocketTestSession,
+                                         open_link)
 
 __all__ = ["TestClient", "AsyncTestClient", "RequestOptions", "DEFAULT_TIMEOUT"]
 
 T = TypeVar("T")
-
-_WEBSOCKET_GAP = ("packetron does not serve WebSockets yet; websocket_connect() will drive "
-                  "them in memory (a wsproto client over the same in-memory connection) "
-                  "once it does")
 
 
 class TestClient:
@@ -193,9 +191,17 @@ class TestClient:
     def head(self, url: str, **options: Unpack[RequestOptions]) -> TestResponse:
         return self.request("HEAD", url, **options)
 
-    def websocket_connect(self, path: str, **kwargs: Any) -> Any:
-        """Not available yet: see the module docstring of packetron.testing.transport."""
-        raise NotImplementedError(_WEBSOCKET_GAP)
+    def websocket_connect(self, path: str, *, subprotocols: Iterable[str] = (),
+                          headers: HeaderInput = None) -> WebSocketTestSession:
+        """Open a WebSocket to `path` in memory (`with client.websocket_connect(p) as ws`):
+        `send_text/send_bytes/send_json`, `receive_text/receive_bytes/receive_json`,
+        `close(code, reason)`; see packetron.testing.websocket.
+
+        Raises:
+            WebSocketRejected: the application answered with HTTP instead of 101.
+        """
+        link = self._run(open_link(self._core, path, subprotocols, headers))
+        return WebSocketTestSession(link, self._run)
 
 
 class AsyncTestClient:
@@ -296,6 +302,17 @@ class AsyncTestClient:
     async def head(self, url: str, **options: Unpack[RequestOptions]) -> TestResponse:
         return await self.request("HEAD", url, **options)
 
-    async def websocket_connect(self, path: str, **kwargs: Any) -> Any:
-        """Not available yet: see the module docstring of packetron.testing.transport."""
-        raise NotImplementedError(_WEBSOCKET_GAP)
+    def websocket_connect(self, path: str, *, subprotocols: Iterable[str] = (),
+                          headers: HeaderInput = None) -> AsyncConnecting:
+        """Open a WebSocket to `path` in memory: `async with client.websocket_connect(p)
+        as ws` (or `ws = await client.websocket_connect(p)`); see TestClient's.
+
+        Raises:
+            WebSocketRejected: the application answered with HTTP instead of 101.
+        """
+        return AsyncConnecting(self._open_websocket(path, subprotocols, headers))
+
+    async def _open_websocket(self, path: str, subprotocols: Iterable[str],
+                              headers: HeaderInput) -> Any:
+        self._ensure_loop()
+        return await open_link(self._core, path, subprotocols, headers)

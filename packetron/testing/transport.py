@@ -10,7 +10,8 @@ transport's writes resolve.
 WebSocket seam: when the server answers 101 Switching Protocols, h11 pauses and the
 exchange is marked `switched`; `MemoryConnection.detach()` then hands over the bytes that
 followed the 101 and lets a new consumer (a wsproto client session) take the server's
-writes via `MemoryTransport.sink`. Nothing in the client uses it yet.
+writes via `MemoryTransport.sink`; packetron.testing.websocket does so for
+`websocket_connect()`.
 """
 from __future__ import annotations
 
@@ -337,6 +338,13 @@ class MemoryConnection:
             elif isinstance(event, h11.ConnectionClosed):
                 self.server_eof = True
                 break
+            elif isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+                # The head of a protocol switch: the WebSocket client reads its headers.
+                exchange.status = 101
+                exchange.reason = event.reason.decode("latin-1")
+                exchange.http_version = event.http_version.decode("ascii")
+                exchange.headers = list(event.headers.raw_items())
+                exchange.head_done = True
             # h11.InformationalResponse (100 Continue): nothing to keep.
         if self.exchange is not None:
             self.exchange.wake()

@@ -186,9 +186,11 @@ class _RedisLink:
                         waiter.set_result(None)
 
     async def close(self) -> None:
-        for task in (self._worker, self._reader):
-            if task is not None:
-                task.cancel()
+        tasks = [task for task in (self._worker, self._reader) if task is not None]
+        for task in tasks:
+            task.cancel()
+        # Let them end now: the loop may be closed right after, with them still pending.
+        await asyncio.gather(*tasks, return_exceptions=True)
         for waiters in self._waiters.values():
             for waiter in waiters:
                 if not waiter.done():

@@ -1,0 +1,90 @@
+"""examples/chat.py in a real headless Chromium: two windows on two worker processes chat
+through server.channels (Chromium also negotiates permessage-deflate)."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+import shutil
+from typing import Any, Iterator
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1000,800")
+
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                       reason="chromium and chromedriver are not installed "
+                              "(bash tests/prepare.sh installs them as root)"),
+    pytest.mark.timeout(120),
+]
+
+
+def load_chat() -> Any:
+    spec = importlib.util.spec_from_file_location("chat_example", ROOT / "examples" / "chat.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def browser(tmp_path: pathlib.Path) -> Iterator[Any]:
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
+    with open(os.devnull, "w") as log:
+        driver = webdriver.Chrome(options=options,
+                                  service=Service(executable_path=CHROMEDRIVER, log_output=log))
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+def test_two_browser_windows_chat_across_two_workers(browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server = load_chat().build_server(port=0)
+    server.workers = 2
+    server.start()
+    try:
+        wait = WebDriverWait(browser, 20)
+
+        def open_window(name: str) -> tuple[str, str]:
+            browser.get(f"{server.url}/?name={name}#garden")
+            wait.until(lambda d: "served by worker" in d.find_element(By.ID, "where").text)
+            pid = browser.find_element(By.ID, "where").text.rsplit(" ", 1)[1]
+            return browser.current_window_handle, pid
+
+        first, first_pid = open_window("ann")
+        for attempt in range(40):
+            browser.switch_to.new_window("tab")
+            second, second_pid = open_window(f"bob{attempt}")
+            if second_pid != first_pid:
+                break
+            browser.close()
+            browser.switch_to.window(first)
+        assert second_pid != first_pid, "every window landed on the same worker"
+
+        browser.find_element(By.ID, "text").send_keys("hello from the second window")
+        browser.find_element(By.CSS_SELECTOR, "form button").click()
+        browser.switch_to.window(first)
+        wait.until(lambda d: f"(worker {second_pid}): hello from the second window"
+                   in d.find_element(By.ID, "log").text)
+        assert first_pid in browser.find_element(By.ID, "where").text
+    finally:
+        server.stop(timeout=3)
