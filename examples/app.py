@@ -25,7 +25,8 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)  # so `site_server` imports whether run as a script or as examples.app
 
-from packetron import HandlerFlags, Packetron, Plugin, PluginPriority  # noqa: E402
+from packetron import (  # noqa: E402
+    HandlerFlags, Packetron, Plugin, PluginPriority, Request, Response)
 from site_server import build_server as build_site  # noqa: E402
 
 DEFAULT_STORAGE = os.environ.get("PACKETRON_EXAMPLE_STORAGE") or os.path.join(
@@ -38,19 +39,19 @@ def build_server(port: int = 3000, host: str = "127.0.0.1",
     server = build_site(storage, port=port, host=host)
 
     @server.get("api/status")
-    def status(request, response):
+    def status(request: Request, response: Response) -> None:
         response.send_json({"status": "ok", "server": "packetron"})
 
     @server.post("api/echo", flags=HandlerFlags.JSON_BODY)
-    def echo(request, response):
+    def echo(request: Request, response: Response) -> None:
         response.send_json(request.body)
 
     @server.get("api/hello")
-    async def hello(request, response):
+    async def hello(request: Request, response: Response) -> None:
         name = request.get_query_params().get("name", "world")
         response.send_json({"hello": name})
 
-    def require_token(request, response):
+    def require_token(request: Request, response: Response) -> bool:
         # A route-local plugin: it runs before the handler and before the body is read.
         if request.headers.get("x-token") != "demo":
             response.send_json({"error": "send the header X-Token: demo"}, status=401)
@@ -58,7 +59,7 @@ def build_server(port: int = 3000, host: str = "127.0.0.1",
         return False
 
     @server.get("api/secret", plugins=[Plugin.create(PluginPriority.HIGH, require_token)])
-    def secret(request, response):
+    def secret(request: Request, response: Response) -> None:
         response.send_json({"secret": 42})
 
     return server

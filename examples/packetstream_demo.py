@@ -8,21 +8,23 @@ running packet-stream (see tests/node/ps_server.js for one).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from packetron.net import PacketStream, RemoteError, TcpClient, TcpServer
+from packetron.net import (
+    Connection, DuplexStream, PacketStream, RemoteError, TcpClient, TcpServer)
 
 
-def on_message(value) -> None:
+def on_message(value: Any) -> None:
     print("server got message:", value)
 
 
-async def on_request(value):
+async def on_request(value: Any) -> Any:
     if value == "divide by zero":
         return 1 / 0  # reaches the client as RemoteError
     return {"okay": True, "echo": value}
 
 
-async def on_stream(s) -> None:
+async def on_stream(s: DuplexStream) -> None:
     # Echo every chunk upper-cased, then end our side when the client ends theirs.
     async for chunk in s:
         s.write(chunk.upper() if isinstance(chunk, str) else chunk)
@@ -33,7 +35,7 @@ async def main() -> None:
     server = TcpServer(0, host="127.0.0.1")
 
     @server.on_connection
-    async def serve(conn) -> None:
+    async def serve(conn: Connection) -> None:
         ps = PacketStream(message=on_message, request=on_request, stream=on_stream,
                           close=lambda err: print("server session closed, error:", err))
         await ps.attach(conn)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from packetron.net import FramingSocket, TcpClient, TcpServer, serve_rpc
+from packetron.net import Connection, FramingSocket, TcpClient, TcpServer, serve_rpc
 
 
 async def handler(rpc_id: int, payload: bytes) -> bytes:
@@ -25,7 +25,7 @@ async def main() -> None:
     server = TcpServer(0, host="127.0.0.1")
 
     @server.on_connection
-    async def serve(conn) -> None:
+    async def serve(conn: Connection) -> None:
         await serve_rpc(conn, handler)
 
     async with server:

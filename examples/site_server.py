@@ -21,7 +21,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from packetron import HandlerFlags, Packetron
+from packetron import HandlerFlags, Packetron, Request, Response
 from packetron.errors import PayloadTooLarge
 
 SITE_DIRECTORY = pathlib.Path(__file__).resolve().parent / "site"
@@ -121,7 +121,7 @@ def build_server(storage: str | os.PathLike[str], *, port: int = 3000,
                  multipart_options={"file_storage_directory": str(store.incoming),
                                     "max_file_size": MAX_UPLOAD_SIZE_IN_BYTES,
                                     "max_files": 20, "on_limit": refuse_big_files})
-    async def upload(request: Any, response: Any) -> None:
+    async def upload(request: Request, response: Response) -> None:
         fields = await request.get_body()
         files = await request.get_files()
         note = fields.get("note", "")
@@ -135,13 +135,13 @@ def build_server(storage: str | os.PathLike[str], *, port: int = 3000,
         response.send_json({"stored": results}, status=201)
 
     @server.get("files")
-    def list_files(request: Any, response: Any) -> None:
+    def list_files(request: Request, response: Response) -> None:
         response.send_json(store.listing())
 
     # One route for every upload, looked up on disk per request: a route registered by the
     # worker that stored a file would exist in that worker only.
     @server.get("uploads")
-    def download(request: Any, response: Any) -> None:
+    def download(request: Request, response: Response) -> None:
         name = request.get_query_params().get("name", "")
         path = store.path_of(name) if isinstance(name, str) else None
         if path is None:

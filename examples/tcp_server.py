@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from packetron.net import LengthPrefixedFramer, TcpClient, TcpServer
+from packetron.net import Connection, LengthPrefixedFramer, TcpClient, TcpServer
 
 
-async def echo_frames(conn) -> None:
+async def echo_frames(conn: Connection) -> None:
     """Server side: decode frames from the stream and send each one back."""
     framer = LengthPrefixedFramer(max_frame_size=1024 * 1024)
     async for frame in conn.frames(framer):

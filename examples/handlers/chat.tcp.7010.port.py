@@ -5,10 +5,13 @@ so the room also spans several brokers when they share Redis.
 """
 import asyncio
 
+from packetron.net import Connection, HandlerContext
+from packetron.net.shared import Subscription
+
 from chatroom import CHANNEL, MAX_LINE_BYTES, render, who
 
 
-async def handle(conn, ctx):
+async def handle(conn: Connection, ctx: HandlerContext) -> None:
     me = who(conn)
     async with ctx.shared.subscribe(CHANNEL) as feed:
         forward = asyncio.create_task(_forward(feed, conn, me))
@@ -24,7 +27,7 @@ async def handle(conn, ctx):
             await asyncio.gather(forward, return_exceptions=True)
 
 
-async def _forward(feed, conn, me):
+async def _forward(feed: Subscription, conn: Connection, me: str) -> None:
     async for event in feed:
         if event["who"] != me and conn.state == "open":
             conn.write(render(event))
