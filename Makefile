@@ -39,5 +39,22 @@ test: prepare
 bench: $(TEST_STAMP)
 	$(PY) bench/http.py
 
+# The API reference: HTML from the docstrings of the public modules, into docs/api/
+# (git-ignored). tests/test_docs.py builds the same list and fails on any pdoc warning.
+DOCS_STAMP := $(VENV)/.installed-docs
+API_MODULES := packetron packetron.errors packetron.flags packetron.options packetron.status \
+	packetron.http packetron.http.sse packetron.http.channels packetron.plugins \
+	packetron.testing packetron.net packetron.globaldata packetron.server packetron.cli
+
+$(DOCS_STAMP): setup.cfg pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $@
+
+.PHONY: docs
+docs: $(DOCS_STAMP)
+	rm -rf docs/api
+	$(PY) -m pdoc --docformat google --output-directory docs/api $(API_MODULES)
+	@echo "API reference: docs/api/index.html"
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
