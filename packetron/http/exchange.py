@@ -67,7 +67,7 @@ def start(protocol: "HttpProtocol", request: Request) -> None:
         afters = global_plugins.afters + local.afters if local.afters else global_plugins.afters
         has_async = global_plugins.has_async or local.has_async
     if afters:
-        request.response._afters = _by_priority(afters)
+        request.response.use_after_hooks(_by_priority(afters))
     if request.expect_continue and not request.body_complete:
         protocol.write(wire.CONTINUE_RESPONSE)
     if route.needs_task or has_async or request.streaming:
@@ -121,7 +121,7 @@ def attach_afters(protocol: "HttpProtocol", request: Request) -> None:
     else:
         afters = global_afters + route.plugins.afters
     if afters:
-        request.response._afters = _by_priority(afters)
+        request.response.use_after_hooks(_by_priority(afters))
 
 
 def _by_priority(afters: tuple[Any, ...]) -> tuple[Any, ...]:

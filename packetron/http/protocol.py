@@ -122,7 +122,7 @@ class HttpProtocol(asyncio.Protocol):
         # requests: being parsed, being answered, waiting their turn
         "_current", "_active", "_queue",
         # connection state
-        "_closing", "_reuse", "_deferred_error", "_idle_since", "_last_data", "_paused",
+        "_closing", "reuse", "_deferred_error", "_idle_since", "_last_data", "_paused",
         "_write_paused", "_drain_waiter", "_tasks", "_starting", "_input_ended", "_batch",
         "_batched", "_batch_room", "_write_high",
     )
@@ -168,7 +168,7 @@ class HttpProtocol(asyncio.Protocol):
         self._active: Request | None = None
         self._queue: deque[Request] = deque()
         self._closing = False     # input is discarded (after an error or an upgrade)
-        self._reuse = True        # the connection may serve another request
+        self.reuse = True        # the connection may serve another request
         self._deferred_error: bytes | None = None
         self._idle_since = state.now
         self._last_data = state.now
@@ -201,7 +201,7 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
         self._closing = True
-        self._reuse = False
+        self.reuse = False
         for request in (self._current, self._active, *self._queue):
             if request is not None:
                 request._connection_lost()
@@ -225,7 +225,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._queue:
             self._input_ended = True  # the last queued answer is the last one (see below)
         else:
-            self._reuse = False  # the answer in progress is the last one
+            self.reuse = False  # the answer in progress is the last one
         return True
 
     def pause_writing(self) -> None:
@@ -296,7 +296,7 @@ class HttpProtocol(asyncio.Protocol):
                 return
             # Only WebSocket routes are upgraded: answer the request as plain HTTP, then close.
             self._closing = True
-            self._reuse = False
+            self.reuse = False
             if self._active is None and not self._queue:
                 self._flush()
                 self.transport.close()
@@ -726,7 +726,7 @@ class HttpProtocol(asyncio.Protocol):
     # ------------------------------------------------------------ called by Response
 
     def connection_header(self, request: Request) -> bytes:
-        if not request.keep_alive or not self._reuse:
+        if not request.keep_alive or not self.reuse:
             return wire.CLOSE_HEADER
         if request.http_version == "1.0":
             return wire.KEEP_ALIVE_HEADER
@@ -743,6 +743,30 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if not transport.is_closing():
             transport.write(data)
+
+    def write_whole(self, request: Request, data: bytes) -> None:
+        """Write the whole answer to `request` (head and body in `data`) and finish it.
+
+        The common path of every plain answer, kept short: during a read the answer joins
+        the batch of that read; the usual case of response_finished is done here without
+        the call.
+        """
+        batch = self._batch
+        if batch is not None:
+            batch.append(data)  # sent with the other answers of this read
+            self._batched += len(data)
+            if self._batched > self._batch_room:
+                self._flush()
+        else:
+            transport = self.transport
+            if not transport.is_closing():
+                transport.write(data)
+        if request is self._active and request.body_complete and not self._queue \
+                and not self._access_log:
+            self._active = None
+            self._idle_since = self.state.now
+        else:
+            self.response_finished(request)
 
     def close_now(self) -> None:
         """Close the connection after what is already written (half an answer is out)."""
@@ -771,9 +795,6 @@ class HttpProtocol(asyncio.Protocol):
         if request is not self._active:
             return
         self._active = None
-        # Request and Response point at each other; cutting the link here lets reference
-        # counting free both at once instead of leaving every request to the cyclic GC.
-        request.response._request = None  # type: ignore[assignment]
         if self._access_log:
             self._log_access(request)
         if not request.body_complete:
@@ -781,7 +802,7 @@ class HttpProtocol(asyncio.Protocol):
             request.discard_body = True
             request._chunks = None
             self._resume(_PAUSE_BODY)
-        if not request.keep_alive or not self._reuse:
+        if not request.keep_alive or not self.reuse:
             deferred = self._deferred_error
             if deferred is not None:
                 self._deferred_error = None
@@ -816,11 +837,11 @@ class HttpProtocol(asyncio.Protocol):
         self._starting = True
         queue = self._queue
         try:
-            while queue and self._active is None and not self._write_paused and self._reuse:
+            while queue and self._active is None and not self._write_paused and self.reuse:
                 if self._paused & _PAUSE_PIPELINE and len(queue) <= self._max_pipelined // 2:
                     self._resume(_PAUSE_PIPELINE)
                 if self._input_ended and len(queue) == 1:
-                    self._reuse = False  # half-closed client: close after this answer
+                    self.reuse = False  # half-closed client: close after this answer
                 self._start(queue.popleft())
         finally:
             self._starting = False
@@ -867,7 +888,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._closing:
             return
         self._closing = True
-        self._reuse = False
+        self.reuse = False
         self._queue.clear()
         current = self._current
         if current is not None:
@@ -904,7 +925,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _linger_close(self) -> None:
         self._closing = True
-        self._reuse = False
+        self.reuse = False
         transport = self.transport
         if transport.is_closing():
             return
@@ -942,7 +963,7 @@ class HttpProtocol(asyncio.Protocol):
             return False
         request.upgrade_tail = tail
         self._closing = True  # whatever happens next, this connection serves no more HTTP
-        self._reuse = False
+        self.reuse = False
         self._pause(_PAUSE_UPGRADE)
         return True
 
@@ -956,7 +977,7 @@ class HttpProtocol(asyncio.Protocol):
         """
         self.state.connections.discard(self)
         self._closing = True
-        self._reuse = False
+        self.reuse = False
         self._paused = 0  # the session owns reading from now on
         if self._access_log:
             self._log_access(request)
@@ -965,7 +986,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """Graceful stop: close now if idle, otherwise after the answer in progress."""
-        self._reuse = False
+        self.reuse = False
         if self._active is None and self._current is None and not self._head_started \
                 and not self._queue:
             self.transport.close()

@@ -123,6 +123,10 @@ class Response:
 
     # ------------------------------------------------------------ after-hooks
 
+    def use_after_hooks(self, afters: tuple[Any, ...]) -> None:
+        """The after-hooks this answer runs just before its head (set by the exchange)."""
+        self._afters = afters
+
     def _expose_head_lines(self, lines: bytes) -> None:
         """Turn prebuilt header lines (`content-type: ...\r\n`) into headers an
         after-hook can read and change; the server's framing lines stay its own."""
@@ -207,38 +211,22 @@ class Response:
             body = self.body or b""
         protocol = self._protocol
         request = self._request
-        if (status == 200 and self._headers is None and request.keep_alive and protocol._reuse
+        if (status == 200 and self._headers is None and request.keep_alive and protocol.reuse
                 and not request.is_head and request.http_version == "1.1"):
             # The hot path: a plain 200 on a persistent connection, one join, one write.
             self.sent = True
             self.status = 200
-            if protocol._access_log:
-                self.bytes_sent = len(body)
-            length = len(body)
+            length = self.bytes_sent = len(body)
             data = b"".join((
                 _OK_STATUS_LINE, protocol.state.date_header, content_type,  # type: ignore[arg-type]
                 _CONTENT_LENGTH_LINES[length] if length < _CONTENT_LENGTH_LINES_COUNT
                 else b"content-length: %d\r\n\r\n" % length,
                 body))
-            batch = protocol._batch
-            if batch is not None:
-                batch.append(data)  # sent with the other answers of this read
-                protocol._batched += len(data)
-                if protocol._batched > protocol._batch_room:
-                    protocol._flush()
-            else:
-                transport = protocol.transport
-                if not transport.is_closing():
-                    transport.write(data)
             self.finished = True
-            if request is protocol._active and request.body_complete and not protocol._queue \
-                    and not protocol._access_log:
-                # What response_finished does for this case, without the call.
-                protocol._active = None
-                self._request = None  # type: ignore[assignment]  # the Request<->Response cycle
-                protocol._idle_since = protocol.state.now
-            else:
-                protocol.response_finished(request)
+            protocol.write_whole(request, data)
+            # Request and Response point at each other; cutting the link lets reference
+            # counting free both at once instead of leaving them to the cyclic GC.
+            self._request = None  # type: ignore[assignment]
             return
         if not 100 <= status <= 599:
             raise ValueError(f"status must be 100..599, got {status}")
@@ -259,6 +247,7 @@ class Response:
         protocol.write(head if request.is_head or not body else head + body)
         self.finished = True
         protocol.response_finished(request)
+        self._request = None  # type: ignore[assignment]  # see the hot path above
 
     def send_json(self, obj: Any, status: int = 200) -> None:
         """Send `obj` as compact UTF-8 JSON.
@@ -422,6 +411,7 @@ class Response:
         self.finished = True
         self.pending = False
         self._protocol.response_finished(self._request)
+        self._request = None  # type: ignore[assignment]
 
 
 async def _log_failure(request: "Request", awaitable: Awaitable[Any]) -> None:

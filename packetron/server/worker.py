@@ -122,6 +122,7 @@ def run_worker(app: Application, sock: socket.socket, ctl_fd: int, status_fd: in
         os.write(status_fd, b"ready\n")
         stopper.on_ready()
 
+    channels: HubChannels | None = None
     try:
         if channel_link is not None:
             # Linked before the startup hooks run, which may publish or subscribe.
@@ -142,6 +143,10 @@ def run_worker(app: Application, sock: socket.socket, ctl_fd: int, status_fd: in
     finally:
         loop.remove_reader(ctl_fd)
         try:
+            if channels is not None:
+                # Also when serving never began (a startup hook raised): the link's
+                # transport must not outlive the loop.
+                loop.run_until_complete(channels.close())
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()
