@@ -230,8 +230,11 @@ def answer_error(protocol: "HttpProtocol", request: Request, exc: BaseException)
             protocol.close_now()
         return
     response.pending = False
-    if not request.body_complete:
-        request.keep_alive = False  # do not read the rest of a body we refused
+    if not request.body_complete and not request.discard_body and request.has_body():
+        # A body we will not read: the connection cannot find the next request after it.
+        # (Bodies of refused requests the parser discards, and requests without one,
+        # keep the connection.)
+        request.keep_alive = False
     response._headers = None
     response._has_content_type = False
     for name, value in getattr(exc, "headers", ()):

@@ -202,3 +202,24 @@ def test_after_hooks_see_the_content_type_of_whole_answers(make_server) -> None:
     assert requests.get(server.url + "/text", timeout=5).text == "t"
     assert requests.get(server.url + "/none", timeout=5).status_code == 404
     assert seen == ["application/json", "text/plain; charset=utf-8", "text/plain; charset=utf-8"]
+
+
+def test_router_errors_keep_the_connection_alive(make_server) -> None:
+    from tests.http import rawhttp
+
+    server = make_server()
+    server.get("here", lambda request, response: response.send_text_plain("here"))
+    server.start()
+    sock = rawhttp.connect(server.port)
+    try:
+        sock.sendall(b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"POST /here HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                     b"PROPFIND /here HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /here HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = rawhttp.read_responses(sock, 4, methods=[b"GET", b"POST", b"PROPFIND", b"GET"])
+    finally:
+        sock.close()
+    assert [(r.status_code, body) for r, body in answers] == [
+        (404, b"Not Found"), (405, b"Method Not Allowed"), (501, b"Not Implemented"),
+        (200, b"here")]
+    assert all(dict(r.headers).get(b"connection") != b"close" for r, _ in answers)
