@@ -70,3 +70,20 @@ def test_bad_scope_and_disabled_global_data_are_refused(tmp_path: Path) -> None:
     disabled = Packetron(port=0, host=HOST, workers=1, flags=ServerFlags.NO_GLOBAL_DATA)
     with pytest.raises(ConfigError):
         disabled.get("x", _serve_pid, max_requests_per_second=5, rate_limit_scope="cluster")
+
+
+def test_static_files_take_the_cluster_scope(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "a.txt").write_text("A")
+    (tmp_path / "one.txt").write_text("1")
+    server = Packetron(port=0, host=HOST, workers=1, global_data_path=str(tmp_path / "s.db"))
+    [route] = server.serve(str(tmp_path / "site"), max_requests_per_second=2,
+                           rate_limit_scope="cluster")
+    single = server.serve_file("one", str(tmp_path / "one.txt"), max_requests_per_second=2,
+                               rate_limit_scope="cluster")
+    assert type(route.rate_limiter).__name__ == type(single.rate_limiter).__name__ == \
+        "ClusterRateLimiter"
+    with server:
+        time.sleep(1.0 - (time.time() % 1.0) + 0.01)  # one window for the three requests
+        codes = [requests.get(server.url + "/a.txt", timeout=5).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]

@@ -374,7 +374,10 @@ class Application:
     def serve(self, directory: str, path_prefix: str = "", flags: int = 0,
               plugins: Iterable[Plugin] = (), max_requests_per_second: int | None = None,
               max_request_size_in_bytes: int | None = None, **kwargs: Any) -> list[Route]:
-        """Serve every file under `directory` as its own GET route (see README)."""
+        """Serve every file under `directory` as its own GET route (see README).
+
+        Keyword options: `include_dotfiles=False`, `rate_limit_scope="worker" | "cluster"`.
+        """
         from packetron.http import static
 
         return static.serve_directory(self, directory, path_prefix, flags, plugins,
@@ -383,13 +386,15 @@ class Application:
 
     def serve_file(self, route_path: str, file_path: str, flags: int = 0,
                    plugins: Iterable[Plugin] = (), max_requests_per_second: int | None = None,
-                   max_request_size_in_bytes: int | None = None) -> Route:
+                   max_request_size_in_bytes: int | None = None, *,
+                   rate_limit_scope: str = "worker") -> Route:
         """Serve one file at `route_path`."""
         from packetron.http import static
 
         return static.serve_single_file(self, route_path, file_path, flags, plugins,
                                         max_requests_per_second=max_requests_per_second,
-                                        max_request_size_in_bytes=max_request_size_in_bytes)
+                                        max_request_size_in_bytes=max_request_size_in_bytes,
+                                        rate_limit_scope=rate_limit_scope)
 
     def unserve(self, directory: str, path_prefix: str = "") -> int:
         """Remove the routes `serve(directory, path_prefix)` added; returns how many."""

@@ -97,7 +97,8 @@ def _handler_flags(flags: int) -> HandlerFlags:
 def serve_directory(server: Any, directory: str, path_prefix: str = "", flags: int = 0,
                     plugins: Iterable[Any] = (), max_requests_per_second: int | None = None,
                     max_request_size_in_bytes: int | None = None, *,
-                    include_dotfiles: bool = False) -> list[Route]:
+                    include_dotfiles: bool = False,
+                    rate_limit_scope: str = "worker") -> list[Route]:
     """Serve every file of `directory` as its own exact GET route (HEAD answered too).
 
     `dir/a/b.txt` is served at `<path_prefix>/a/b.txt`. An `index.html` is served at
@@ -131,7 +132,8 @@ def serve_directory(server: Any, directory: str, path_prefix: str = "", flags: i
     if flags & FileRouterFlags.USER_SPECIFIED_FILE:
         route_path = path_prefix.strip("/") or os.path.basename(directory)
         return [serve_single_file(server, route_path, directory, flags, plugins,
-                                  max_requests_per_second, max_request_size_in_bytes)]
+                                  max_requests_per_second, max_request_size_in_bytes,
+                                  rate_limit_scope=rate_limit_scope)]
     root = os.path.realpath(directory)
     if not os.path.isdir(root):
         raise ConfigError(f"serve(): {directory!r} is not a directory")
@@ -152,7 +154,8 @@ def serve_directory(server: Any, directory: str, path_prefix: str = "", flags: i
         routes.append(server.handle(
             RequestMethod.GET, route_path, _handler_for(target), plugins=plugins,
             flags=_handler_flags(flags), max_requests_per_second=max_requests_per_second,
-            max_request_size_in_bytes=max_request_size_in_bytes))
+            max_request_size_in_bytes=max_request_size_in_bytes,
+            rate_limit_scope=rate_limit_scope))
 
     found = list(_walk(root, recursive=not flags & FileRouterFlags.NON_RECURSIVE,
                        include_dotfiles=include_dotfiles))
@@ -177,7 +180,8 @@ def serve_directory(server: Any, directory: str, path_prefix: str = "", flags: i
 
 def serve_single_file(server: Any, route_path: str, file_path: str, flags: int = 0,
                       plugins: Iterable[Any] = (), max_requests_per_second: int | None = None,
-                      max_request_size_in_bytes: int | None = None) -> Route:
+                      max_request_size_in_bytes: int | None = None, *,
+                      rate_limit_scope: str = "worker") -> Route:
     """Serve one file at `route_path` (GET and HEAD).
 
     The path is kept as given: if it is a symlink, its target is served, whatever it
@@ -204,7 +208,8 @@ def serve_single_file(server: Any, route_path: str, file_path: str, flags: int =
         _handler_for(_StaticTarget(path, None, siblings=_siblings(path, None, os.path.isfile))),
         plugins=plugins, flags=_handler_flags(flags),
         max_requests_per_second=max_requests_per_second,
-        max_request_size_in_bytes=max_request_size_in_bytes)
+        max_request_size_in_bytes=max_request_size_in_bytes,
+        rate_limit_scope=rate_limit_scope)
     _remember(server, (os.path.realpath(path), route_path.strip("/")), [route])
     return route
 
