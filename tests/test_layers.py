@@ -101,9 +101,14 @@ def test_every_top_level_part_has_a_layer() -> None:
 DESIGN_NAMES = {
     "packetron": ["Packetron", "ServerFlags", "HandlerFlags", "FileRouterFlags",
                   "RequestMethod", "Plugin", "PluginPriority", "HttpResponseCode", "HttpError",
-                  "Request", "Response", "Route", "PacketronError", "GlobalDataDisabled"],
+                  "Request", "Response", "Route", "WebSocket", "PacketronError",
+                  "GlobalDataDisabled", "WebSocketClosed"],
+    "packetron.plugins": ["cors", "security_headers", "csrf", "request_id", "sessions",
+                          "compress"],
+    "packetron.testing": ["TestClient", "AsyncTestClient"],
     "packetron.errors": ["PacketronError", "HttpError", "FrameTooLarge", "BufferFull",
-                         "RpcTimeout", "ConnectionClosed", "GlobalDataDisabled", "ConfigError"],
+                         "RpcTimeout", "ConnectionClosed", "GlobalDataDisabled", "ConfigError",
+                         "WebSocketClosed"],
     "packetron.net": ["Broker", "TcpServer", "TcpClient", "Connection",
                       "LengthPrefixedFramer", "LineFramer", "FramingSocket", "PacketStream"],
 }
