@@ -247,3 +247,44 @@ class NoPortOpened(NetError):
                  failures: "list[tuple[str, int, BaseException]] | None" = None) -> None:
         super().__init__(message)
         self.failures: list[tuple[str, int, BaseException]] = list(failures or ())
+
+
+# ---------------------------------------------------------------- faults from outside
+
+__all__ += ["ServiceUnavailable", "InsufficientStorage", "GlobalDataUnavailable",
+            "SharedStoreUnavailable"]
+
+
+class ServiceUnavailable(HttpError):
+    """503: the server cannot answer this now, but may shortly (a resource such as file
+    descriptors ran out, or a backend is down). Nothing is wrong with the request."""
+
+    status_code = 503
+
+
+class InsufficientStorage(HttpError):
+    """507: what the request sends cannot be stored: the disk is full, or the user's
+    quota is spent (RFC 4918 §11.5). Raised while an upload is written to disk; the
+    partial file is removed and the connection closed (the rest of the body is unread)."""
+
+    status_code = 507
+
+
+class GlobalDataUnavailable(ServiceUnavailable):
+    """The global data store cannot be used right now.
+
+    Redis is unreachable or did not answer within its timeout, or the SQLite file could
+    not be written (its disk is full, or failing). The store's own error is `__cause__`.
+    Nothing has to be restarted: calls work again once the store is back. Not caught in
+    a handler, it is answered 503; its message names the backend and what failed, never
+    an address or a password.
+    """
+
+
+class SharedStoreUnavailable(NetError):
+    """`ctx.shared` (a RedisStore) cannot reach Redis, or Redis did not answer in time.
+
+    Raised by get/set/delete/incr/publish while Redis is away; the store reconnects by
+    itself on a later call, and subscriptions resubscribe (messages published while they
+    were away are lost, as with any Redis subscriber). The redis error is `__cause__`.
+    """

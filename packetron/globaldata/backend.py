@@ -13,8 +13,12 @@ class GlobalDataBackend(Protocol):
 
     All methods are synchronous. Keys are any `str`. Besides what is listed, every
     data method raises `TypeError` for a non-str key, `PacketronError` once the
-    store is closed, and the backend's own error when its storage fails
-    (`sqlite3.OperationalError`, `redis.RedisError`).
+    store is closed, `GlobalDataUnavailable` (a 503 when not caught) while the storage
+    cannot be reached or written (Redis down or not answering within its timeout, the
+    SQLite file's disk full, no file descriptor left; the backend's own error is its
+    `__cause__`, and calls work again once the storage is back), and the backend's own
+    error for anything else (`sqlite3.DatabaseError` for a file that is not a database,
+    `sqlite3.OperationalError` when a lock is held past the busy timeout).
     """
 
     def set(self, key: str, value: JsonValue) -> None:

@@ -15,7 +15,8 @@ import errno
 import os
 import stat
 
-from packetron.errors import ConfigError, UnsafeGlobalDataPath
+from packetron.errors import ConfigError, GlobalDataUnavailable, UnsafeGlobalDataPath
+from packetron.globaldata.outage import UNAVAILABLE_ERRNOS
 
 __all__ = [
     "prepare_private_directory",
@@ -47,13 +48,15 @@ def prepare_private_directory(directory: str) -> None:
     Raises:
         UnsafeGlobalDataPath: it is a symlink or not a directory, or belongs to another
             user.
-        ConfigError: it cannot be created or opened.
+        GlobalDataUnavailable: no room or no file descriptor to create or open it.
+        ConfigError: it cannot be created or opened for another reason.
     """
     try:
         os.mkdir(directory, PRIVATE_DIRECTORY_MODE)
     except FileExistsError:
         pass
     except OSError as exc:
+        _raise_if_unavailable(exc, directory)
         raise ConfigError(f"cannot create the global data directory {directory!r}: {exc}") from None
     try:
         fd = os.open(directory, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC)
@@ -64,6 +67,7 @@ def prepare_private_directory(directory: str) -> None:
                 f"refusing {directory!r} for global data: it is not a directory but {kind} "
                 f"(in the shared temp directory, another user may have put it there); {_ADVICE}"
             ) from None
+        _raise_if_unavailable(exc, directory)
         raise ConfigError(f"cannot open the global data directory {directory!r}: {exc}") from None
     try:
         _check_and_restrict(fd, directory, PRIVATE_DIRECTORY_MODE, "directory")
@@ -87,6 +91,7 @@ def secure_database_files(path: str, *, shared_location: bool) -> None:
     Raises:
         UnsafeGlobalDataPath: (shared_location) one of the files is a symlink, not a
             regular file, or belongs to another user.
+        GlobalDataUnavailable: no room or no file descriptor to create or open one.
     """
     for suffix in ("", *SIDE_FILE_SUFFIXES):
         name = path + suffix
@@ -105,6 +110,7 @@ def secure_database_files(path: str, *, shared_location: bool) -> None:
                     f"refusing {name!r} for global data: it is a symlink (in the shared temp "
                     f"directory, another user may have put it there); {_ADVICE}"
                 ) from None
+            _raise_if_unavailable(exc, name)
             if shared_location:
                 raise ConfigError(f"cannot open the global data file {name!r}: {exc}") from None
             continue  # the user's own path: SQLite reports what it cannot open
@@ -115,6 +121,15 @@ def secure_database_files(path: str, *, shared_location: bool) -> None:
                 _restrict_if_ours(fd, PRIVATE_FILE_MODE)
         finally:
             os.close(fd)
+
+
+def _raise_if_unavailable(exc: OSError, name: str) -> None:
+    """A full disk or no file descriptor left is an outage to wait out, not a wrong
+    setting: GlobalDataUnavailable rather than ConfigError."""
+    if exc.errno in UNAVAILABLE_ERRNOS:
+        raise GlobalDataUnavailable(
+            f"global data (SQLite) is unavailable: cannot create or open {name!r}: "
+            f"{exc.strerror or exc}") from exc
 
 
 def _check_and_restrict(fd: int, name: str, mode: int, kind: str) -> None:

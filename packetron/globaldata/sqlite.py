@@ -15,12 +15,13 @@ import time
 import weakref
 from typing import Any, Callable, TypeAlias
 
-from packetron.errors import ConfigError, PacketronError
+from packetron.errors import ConfigError, GlobalDataUnavailable, PacketronError
 from packetron.globaldata.files import (
     SIDE_FILE_SUFFIXES,
     prepare_private_directory,
     secure_database_files,
 )
+from packetron.globaldata.outage import UNAVAILABLE_ERRNOS, OutageLog
 from packetron.globaldata.values import JsonValue, check_key, decode, encode
 from packetron.log import server_logger
 
@@ -46,6 +47,16 @@ _OPEN_RETRY_FIRST_DELAY = 0.001
 _OPEN_RETRY_MAX_DELAY = 0.05
 # SQLITE_BUSY and SQLITE_LOCKED, whatever their extended code (BUSY_RECOVERY, ...).
 _BUSY_CODES = frozenset({5, 6})
+# SQLite's primary result codes that mean the file cannot be written or opened now:
+# SQLITE_IOERR (10, a failing disk, or one that filled while a page was written),
+# SQLITE_FULL (13, the disk is full) and SQLITE_CANTOPEN (14, no file descriptor left,
+# or the folder is not writable). SQLite rolls the statement back on each of them, so
+# the file stays whole and works again once there is room; SQLITE_CORRUPT, NOTADB and
+# BUSY are left to the caller as they are (they do not pass by themselves).
+_UNAVAILABLE_CODES = frozenset({10, 13, 14})
+_SQLITE_IOERR = 10
+# What a data call inspects on its way out (see _raise_unavailable).
+_FAILURES = (sqlite3.OperationalError, OSError, GlobalDataUnavailable)
 # A file that was created anew and then found at the path by another stat: opening
 # gives up after this many tries (someone replaces the file in a loop).
 _OPEN_ATTEMPTS = 3
@@ -99,6 +110,11 @@ class SQLiteGlobalData:
     Its files are private: the database and its `-wal` / `-shm` get mode 0600
     whoever created them (see `files`).
 
+    A full disk (or no file descriptor left, or a failing disk) makes data calls raise
+    `GlobalDataUnavailable`; SQLite rolls the failed statement back, so the file stays
+    whole, and calls work again as soon as there is room. The outage is logged once,
+    then at most every OUTAGE_LOG_INTERVAL_SECONDS, and its end once.
+
     Args:
         path: The database file. Default: `default_global_data_path()`, whose
             directory is created with mode 0700 (and must belong to this user; there,
@@ -136,6 +152,7 @@ class SQLiteGlobalData:
         self._file_ids: tuple[FileId, ...] = ()
         self._pid = os.getpid()
         self._closed = False
+        self._outage = OutageLog(f"global data (SQLite file {path})")
         _LIVE_SQLITE_STORES.add(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -268,20 +285,32 @@ class SQLiteGlobalData:
     def set(self, key: str, value: JsonValue) -> None:
         """See `GlobalDataBackend.set`; one autocommitted statement."""
         encoded = encode(check_key(key), value)
-        with self._lock:
-            self._connection().execute(
-                "INSERT INTO globaldata (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, encoded),
-            )
+        try:
+            with self._lock:
+                self._connection().execute(
+                    "INSERT INTO globaldata (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, encoded),
+                )
+        except _FAILURES as exc:
+            self._raise_unavailable(exc)
+            raise
+        if self._outage.failing:
+            self._outage.recovered()
 
     def get(self, key: str, default: JsonValue = None) -> JsonValue:
         """See `GlobalDataBackend.get`."""
         check_key(key)
-        with self._lock:
-            row = self._connection().execute(
-                "SELECT value FROM globaldata WHERE key = ?", (key,)
-            ).fetchone()
+        try:
+            with self._lock:
+                row = self._connection().execute(
+                    "SELECT value FROM globaldata WHERE key = ?", (key,)
+                ).fetchone()
+        except _FAILURES as exc:
+            self._raise_unavailable(exc)
+            raise
+        if self._outage.failing:
+            self._outage.recovered()
         return default if row is None else decode(row[0])
 
     def update(
@@ -292,8 +321,22 @@ class SQLiteGlobalData:
         Raises:
             sqlite3.OperationalError: Another process held the write lock for
                 `busy_timeout` seconds.
+            GlobalDataUnavailable: The file cannot be written now (a full disk, no
+                file descriptor left, a failing disk); nothing changed.
         """
         check_key(key)
+        try:
+            new = self._update(key, fn, default)
+        except _FAILURES as exc:
+            self._raise_unavailable(exc)
+            raise
+        if self._outage.failing:
+            self._outage.recovered()
+        return new
+
+    def _update(
+        self, key: str, fn: Callable[[JsonValue], JsonValue], default: JsonValue
+    ) -> JsonValue:
         with self._lock:
             conn = self._connection()
             # IMMEDIATE takes the write lock before reading. A plain BEGIN would read
@@ -322,9 +365,48 @@ class SQLiteGlobalData:
     def delete(self, key: str) -> bool:
         """See `GlobalDataBackend.delete`."""
         check_key(key)
-        with self._lock:
-            cursor = self._connection().execute("DELETE FROM globaldata WHERE key = ?", (key,))
+        try:
+            with self._lock:
+                cursor = self._connection().execute("DELETE FROM globaldata WHERE key = ?",
+                                                    (key,))
+        except _FAILURES as exc:
+            self._raise_unavailable(exc)
+            raise
+        if self._outage.failing:
+            self._outage.recovered()
         return cursor.rowcount > 0
+
+    def _raise_unavailable(self, exc: BaseException) -> None:
+        """Raise GlobalDataUnavailable (from `exc`) if `exc` means the file cannot be
+        written or opened now (a full disk, no file descriptor, a failing disk); return
+        for any other error, which the caller re-raises as it is."""
+        if isinstance(exc, GlobalDataUnavailable):  # from files.py: already worded
+            self._outage.failed(str(exc))
+            return
+        if isinstance(exc, sqlite3.OperationalError):
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code is None or code & 0xFF not in _UNAVAILABLE_CODES:
+                return
+            if code & 0xFF == _SQLITE_IOERR:
+                # After an I/O error the connection's view of the file (its -shm mapping)
+                # is suspect: the next call opens a fresh one.
+                self._forget_connection()
+            reason = str(exc)
+        elif isinstance(exc, OSError) and exc.errno in UNAVAILABLE_ERRNOS:
+            reason = exc.strerror or str(exc)
+        else:
+            return
+        self._outage.failed(reason)
+        raise GlobalDataUnavailable(f"global data (SQLite) is unavailable: {reason}") from exc
+
+    def _forget_connection(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
 
     def close(self) -> None:
         """Close this process's connection; later calls raise. Idempotent.

@@ -119,7 +119,9 @@ async def parse_multipart(request: Request,
         PayloadTooLarge: over max_parts, max_files, max_fields (after on_limit ran),
             max_field_size or max_field_name_size, or part headers too many or too long
             (413).
-        HttpError: the file could not be written (507 when the disk is full, else 500).
+        InsufficientStorage: the disk (or quota) of the storage directory is full (507).
+        ServiceUnavailable: no file descriptor was left to create the file (503).
+        HttpError: the file could not be written for another reason (500).
         ConnectionClosed: the client went away mid-body.
         Whatever on_file or on_limit raise.
         On every error all files stored for this request are unlinked first.

@@ -15,11 +15,13 @@ import secrets
 import tempfile
 import time
 
-from packetron.errors import HttpError
+from packetron.errors import HttpError, InsufficientStorage, ServiceUnavailable
+from packetron.log import server_logger
 
 __all__ = [
     "default_storage_directory", "sanitize_filename", "storage_name", "STORAGE_SUBDIRECTORY",
     "WRITE_SIZE_IN_BYTES", "SLOW_WRITE_SECONDS", "THREADED_WRITES_SECONDS",
+    "STORAGE_WARNING_INTERVAL_SECONDS",
 ]
 
 # File data is gathered up to this size before one write: two socket reads of uvloop
@@ -182,7 +184,49 @@ def _unlink(path: str) -> None:
         pass
 
 
+# errno values that mean "no room": the disk is full, or the user's quota is spent.
+_NO_ROOM = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+# errno values that mean "no file descriptor or memory for one now": retry later.
+_NO_DESCRIPTOR = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+# A full disk fails every upload at once; one warning per this many seconds says so.
+STORAGE_WARNING_INTERVAL_SECONDS = 10.0
+
+
+class _Warnings:
+    """Rate limit for the storage warning: at most one line per interval per process,
+    with how many uploads failed since the last one (HttpErrors are not logged by the
+    error boundary, and an operator must learn that the disk is full)."""
+
+    __slots__ = ("last", "suppressed")
+
+    def __init__(self) -> None:
+        self.last = -STORAGE_WARNING_INTERVAL_SECONDS
+        self.suppressed = 0
+
+    def warn(self, exc: OSError) -> None:
+        now = time.monotonic()
+        if now - self.last < STORAGE_WARNING_INTERVAL_SECONDS:
+            self.suppressed += 1
+            return
+        more = f" ({self.suppressed} more since the last warning)" if self.suppressed else ""
+        self.last, self.suppressed = now, 0
+        server_logger.warning("an upload could not be stored: %s%s", exc, more)
+
+
+_warnings = _Warnings()
+
+
 def _storage_error(exc: OSError) -> HttpError:
-    full = exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-    return HttpError(f"could not store the uploaded file: {exc.strerror}",
-                     status_code=507 if full else 500)
+    """The answer to an upload whose file could not be created or written.
+
+    507 InsufficientStorage when the disk (or quota) is full, 503 ServiceUnavailable when
+    no file descriptor was left (both pass once the operator has made room), else 500.
+    """
+    _warnings.warn(exc)
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in _NO_ROOM:
+        return InsufficientStorage(f"could not store the uploaded file: {reason}")
+    if exc.errno in _NO_DESCRIPTOR:
+        return ServiceUnavailable(f"could not store the uploaded file: {reason}",
+                                  headers=[("Retry-After", "1")])
+    return HttpError(f"could not store the uploaded file: {reason}", status_code=500)
