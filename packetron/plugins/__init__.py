@@ -8,8 +8,10 @@ from __future__ import annotations
 from packetron.plugins.compression import compress
 from packetron.plugins.crossorigin import cors
 from packetron.plugins.csrftoken import csrf
+from packetron.plugins.prometheus import metrics
 from packetron.plugins.requestid import request_id
 from packetron.plugins.securityheaders import security_headers
 from packetron.plugins.sessioncookie import sessions
 
-__all__ = ["cors", "security_headers", "csrf", "request_id", "sessions", "compress"]
+__all__ = ["cors", "security_headers", "csrf", "request_id", "sessions", "compress",
+           "metrics"]
