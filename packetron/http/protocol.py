@@ -680,6 +680,7 @@ class HttpProtocol(asyncio.Protocol):
                     request.route = route
                     request.error = refusal
                 elif limiter is not None and not limiter.allow(self.loop.time()):
+                    request.route = route  # its after-hooks see the 429 too
                     request.error = TooManyRequests("Too Many Requests",
                                                     headers=[("Retry-After", "1")])
                 else:

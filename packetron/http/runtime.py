@@ -75,6 +75,9 @@ class ServingLoop:
         self.ssl = ssl
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested: asyncio.Event | None = None
+        # A stop asked before serve() made its event (a signal during startup) is kept
+        # here and honoured as soon as the event exists, never lost.
+        self._stop_early = False
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._start_error: BaseException | None = None
@@ -86,6 +89,8 @@ class ServingLoop:
         loop = asyncio.get_running_loop()
         self.loop = loop
         self._stop_requested = asyncio.Event()
+        if self._stop_early:
+            self._stop_requested.set()
         state = self.state
         state.now = loop.time()
         app = state.app
@@ -143,6 +148,8 @@ class ServingLoop:
         loop, event = self.loop, self._stop_requested
         if loop is not None and event is not None and not loop.is_closed():
             loop.call_soon_threadsafe(event.set)
+        else:
+            self._stop_early = True
 
     # ------------------------------------------------------------ in a thread
 

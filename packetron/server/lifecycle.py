@@ -178,9 +178,8 @@ class Packetron(Application):
         loop = new_event_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, serving.request_stop)
-        self._announce()
         try:
-            loop.run_until_complete(serving.serve())
+            loop.run_until_complete(serving.serve(on_ready=self._announce))
         finally:
             sock.close()
             loop.close()
