@@ -17,6 +17,7 @@ from packetron import HandlerFlags, Packetron
 from packetron.errors import PacketronError
 from packetron.http import bodies
 from packetron.http.protocol import HttpProtocol
+from tests.http.memtransport import MemoryTransport
 from packetron.net.framing import LengthPrefixedFramer, LineFramer, RpcFramer
 from packetron.net.packetstream.codec import PacketDecoder
 
@@ -73,42 +74,6 @@ def test_body_decoders_raise_only_their_own_errors(decode: Callable[[bytes], Any
     assert outcomes["decoded"] > 0 and outcomes["refused"] > 0, outcomes
 
 
-class RecordingTransport(asyncio.Transport):
-    """Keeps what the protocol writes; reading and writing never block."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.out = bytearray()
-        self.closed = False
-
-    def write(self, data: Any) -> None:
-        self.out += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 50000) if name == "peername" else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-
 HTTP_PIECES = [
     b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n",
     b'POST /j HTTP/1.1\r\nHost: h\r\nContent-Length: 7\r\n\r\n{"a":1}',
@@ -134,7 +99,7 @@ def test_http_protocol_answers_any_byte_stream_with_http(caplog: pytest.LogCaptu
         with caplog.at_level(logging.CRITICAL, logger="packetron"):
             for _ in range(ROUNDS):
                 protocol = HttpProtocol(state, loop)
-                transport = RecordingTransport()
+                transport = MemoryTransport()
                 protocol.connection_made(transport)
                 stream = b"".join(
                     rng.choice(HTTP_PIECES) if rng.random() < 0.8
@@ -146,7 +111,7 @@ def test_http_protocol_answers_any_byte_stream_with_http(caplog: pytest.LogCaptu
                 loop.run_until_complete(asyncio.sleep(0))  # let handler tasks run
                 protocol.connection_lost(None)
                 loop.run_until_complete(asyncio.sleep(0))
-                out = bytes(transport.out)
+                out = transport.out
                 # Whatever came back is HTTP/1.1 responses, each with a status line.
                 assert not out or out.startswith(b"HTTP/1.1 ")
                 statuses.update(line[9:12] for line in out.split(b"\r\n")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
 
 import pytest
 
+from memtransport import MemoryTransport
 from rawhttp import connect, read_responses, read_until_closed
 from packetron import Packetron
 from packetron.http.protocol import HttpProtocol
@@ -57,55 +57,13 @@ def test_half_closed_client_gets_every_queued_answer_then_close(server, first: b
         assert raw.rsplit(b"HTTP/1.1 ", 1)[1].count(b"connection: close") == 1
 
 
-class SlowReaderTransport(asyncio.Transport):
-    """A transport whose client reads only when told: it pauses the protocol's writing
-    above `high` buffered bytes, as asyncio and uvloop transports do."""
-
-    def __init__(self, protocol: HttpProtocol, high: int) -> None:
-        super().__init__()
-        self.protocol = protocol
-        self.high = high
-        self.buffered = bytearray()
-        self.delivered = bytearray()
-        self.write_paused = False
-        self.reading = True
-
-    def write(self, data: Any) -> None:
-        self.buffered += data
-        if not self.write_paused and len(self.buffered) > self.high:
-            self.write_paused = True
-            self.protocol.pause_writing()
-
-    def client_reads(self) -> None:
-        self.delivered += self.buffered
-        self.buffered.clear()
-        if self.write_paused:
-            self.write_paused = False
-            self.protocol.resume_writing()
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 50000) if name == "peername" else default
-
-    def get_write_buffer_size(self) -> int:
-        return len(self.buffered)
-
-
 def test_a_client_that_stops_reading_stops_the_server_reading_and_answering() -> None:
     app = Packetron(port=0, workers=1)
     app.get("n", lambda q, s: s.send_text_plain(q.get_query_params()["i"] + "." * 1000))
     loop = asyncio.new_event_loop()
     try:
         protocol = HttpProtocol(app.serving_state(), loop)
-        transport = SlowReaderTransport(protocol, high=64 * 1024)
+        transport = MemoryTransport(protocol, high=64 * 1024)
         protocol.connection_made(transport)
         count = 1000
         protocol.data_received(pipelined(count))  # ~1 MB of answers asked for at once
@@ -151,7 +109,7 @@ def test_a_waiting_request_with_a_body_pauses_reading() -> None:
     loop = asyncio.new_event_loop()
     try:
         protocol = HttpProtocol(app.serving_state(), loop)
-        transport = SlowReaderTransport(protocol, high=1 << 30)
+        transport = MemoryTransport(protocol, high=1 << 30)
         protocol.connection_made(transport)
         protocol.data_received(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"
                                b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab")
