@@ -235,10 +235,7 @@ def answer_error(protocol: "HttpProtocol", request: Request, exc: BaseException)
         # (Bodies of refused requests the parser discards, and requests without one,
         # keep the connection.)
         request.keep_alive = False
-    response._headers = None
-    response._has_content_type = False
-    for name, value in getattr(exc, "headers", ()):
-        response.set_header(name, value)
+    response.reset_headers(getattr(exc, "headers", ()))
     app = protocol.state.app
     renderer = find_error_handler(app.error_handlers, exc) if app is not None else None
     if renderer is not None:
@@ -252,10 +249,7 @@ def answer_error(protocol: "HttpProtocol", request: Request, exc: BaseException)
                 return
             if response.sent or response.pending:
                 return
-        response._headers = None
-        response._has_content_type = False
-        for name, value in getattr(exc, "headers", ()):
-            response.set_header(name, value)
+        response.reset_headers(getattr(exc, "headers", ()))
     send_plain_error(protocol, request, exc)
 
 
@@ -270,10 +264,7 @@ async def _await_renderer(protocol: "HttpProtocol", request: Request, exc: BaseE
         _renderer_failed(request, render_exc)
     if response.sent or response.pending:
         return
-    response._headers = None
-    response._has_content_type = False
-    for name, value in getattr(exc, "headers", ()):
-        response.set_header(name, value)
+    response.reset_headers(getattr(exc, "headers", ()))
     send_plain_error(protocol, request, exc)
 
 

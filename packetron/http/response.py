@@ -98,6 +98,16 @@ class Response:
         if lowered == "content-type":
             self._has_content_type = True
 
+    def reset_headers(self, headers: Any = ()) -> None:
+        """Drop every header set so far and set `headers` (name, value pairs) instead: an
+        error answer keeps only its own (Allow, Retry-After ...)."""
+        if self.sent:
+            raise ResponseAlreadySent("headers cannot change after the response was sent")
+        self._headers = None
+        self._has_content_type = False
+        for name, value in headers:
+            self.set_header(name, value)
+
     def get_header(self, name: str) -> str | None:
         """The value of a response header set so far (the last one of that name)."""
         lowered = name.lower()
