@@ -10,26 +10,16 @@ import hashlib
 import importlib.util
 import os
 import pathlib
-import shutil
 from typing import Any, Iterator
 
 import pytest
+
+from tests.browser import chromium, requires_chromium
 import requests
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-# No sandbox: CI runs as root, where Chromium's sandbox cannot start. The rest keep a
-# machine without internet quiet (no update, sync or QUIC probes) and the run fresh.
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1200,900")
-
 pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                       reason="chromium and chromedriver are not installed "
-                              "(bash tests/prepare.sh installs them as root)"),
+    requires_chromium,
     pytest.mark.timeout(120),
 ]
 
@@ -44,22 +34,8 @@ def load_example() -> Any:
 
 @pytest.fixture
 def browser(tmp_path: pathlib.Path) -> Iterator[Any]:
-    webdriver = pytest.importorskip(
-        "selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
-    with open(os.devnull, "w") as log:
-        driver = webdriver.Chrome(options=options,
-                                  service=Service(executable_path=CHROMEDRIVER, log_output=log))
-        try:
-            yield driver
-        finally:
-            driver.quit()
+    with chromium(tmp_path / "profile") as driver:
+        yield driver
 
 
 def test_upload_through_the_example_page(browser: Any, tmp_path: pathlib.Path) -> None:

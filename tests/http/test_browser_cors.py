@@ -21,29 +21,18 @@ stored at all, whatever the server sends.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import shutil
 from typing import Any, Iterator
 
 import pytest
 
+from tests.browser import chromium, requires_chromium
+
 from packetron import Packetron, Plugin, PluginPriority, RequestMethod
 from packetron.plugins import cors
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-# As in test_browser.py: no sandbox (CI runs as root), and a machine without internet
-# kept quiet (no update, sync or QUIC probes), with a fresh profile each run.
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage")
-
 pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                       reason="chromium and chromedriver are not installed "
-                              "(bash tests/prepare.sh installs them as root)"),
+    requires_chromium,
     pytest.mark.timeout(120),
 ]
 
@@ -87,24 +76,9 @@ async function check(name, url, init) {
 
 @pytest.fixture
 def browser(tmp_path: pathlib.Path) -> Iterator[Any]:
-    webdriver = pytest.importorskip(
-        "selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
     # Third-party cookies allowed (see the module's docstring).
-    options.add_experimental_option("prefs", {"profile.cookie_controls_mode": 0})
-    with open(os.devnull, "w") as log:
-        driver = webdriver.Chrome(options=options,
-                                  service=Service(executable_path=CHROMEDRIVER, log_output=log))
-        try:
-            yield driver
-        finally:
-            driver.quit()
+    with chromium(tmp_path / "profile", prefs={"profile.cookie_controls_mode": 0}) as driver:
+        yield driver
 
 
 class Origins:

@@ -3,25 +3,16 @@ through server.channels (Chromium also negotiates permessage-deflate)."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import pathlib
-import shutil
 from typing import Any, Iterator
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1000,800")
+from tests.browser import chromium, requires_chromium
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                       reason="chromium and chromedriver are not installed "
-                              "(bash tests/prepare.sh installs them as root)"),
+    requires_chromium,
     pytest.mark.timeout(120),
 ]
 
@@ -36,22 +27,8 @@ def load_chat() -> Any:
 
 @pytest.fixture
 def browser(tmp_path: pathlib.Path) -> Iterator[Any]:
-    webdriver = pytest.importorskip(
-        "selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
-    with open(os.devnull, "w") as log:
-        driver = webdriver.Chrome(options=options,
-                                  service=Service(executable_path=CHROMEDRIVER, log_output=log))
-        try:
-            yield driver
-        finally:
-            driver.quit()
+    with chromium(tmp_path / "profile") as driver:
+        yield driver
 
 
 def test_two_browser_windows_chat_across_two_workers(browser: Any) -> None:
