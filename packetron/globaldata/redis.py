@@ -1,16 +1,38 @@
 """`RedisGlobalData`: global data in Redis, for servers on several machines."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+import math
+import time
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from urllib.parse import urlsplit
 
-from packetron.errors import ConfigError, PacketronError
+from packetron.errors import ConfigError, GlobalDataUnavailable, PacketronError
+from packetron.globaldata.outage import OutageLog
 from packetron.globaldata.values import JsonValue, check_key, decode, encode
 
 if TYPE_CHECKING:  # pragma: no cover - the redis package is an optional extra
     from redis import Redis
 
-__all__ = ["RedisGlobalData", "DEFAULT_REDIS_PREFIX", "REDIS_SCHEMES"]
+__all__ = ["RedisGlobalData", "DEFAULT_REDIS_PREFIX", "REDIS_SCHEMES",
+           "DEFAULT_REDIS_TIMEOUT_SECONDS", "RETRY_FIRST_DELAY_SECONDS",
+           "RETRY_MAX_DELAY_SECONDS", "UNAVAILABLE_REPLIES"]
+
+T = TypeVar("T")
+
+# Seconds to connect, and to wait for each reply. The calls are synchronous and run in
+# the event loop, so this is also the longest a worker can stall on a Redis that does
+# not answer (redis-py's own default is 5 s; none at all before version 6).
+DEFAULT_REDIS_TIMEOUT_SECONDS = 2.0
+# After a failed call, calls fail at once (no connection attempt) for a while, so a Redis
+# that is away costs one timeout per period, not one per request: RETRY_FIRST_DELAY
+# doubling to RETRY_MAX_DELAY, and at least twice what the failed call took (a worker
+# then spends at most a third of its time waiting on a Redis that does not answer).
+RETRY_FIRST_DELAY_SECONDS = 0.05
+RETRY_MAX_DELAY_SECONDS = 1.0
+# Error replies that mean "not now" rather than "wrong command": out of memory, a
+# read-only replica, a primary that is down, a script running, the dataset loading.
+UNAVAILABLE_REPLIES = ("OOM", "READONLY", "MASTERDOWN", "BUSY", "LOADING", "TRYAGAIN",
+                       "CLUSTERDOWN")
 
 # Keeps packetron's keys apart from anything else stored in a shared Redis.
 DEFAULT_REDIS_PREFIX = "packetron:globaldata:"
@@ -40,28 +62,59 @@ class RedisGlobalData:
     client is redis-py's, whose connection pool re-creates its connections in a
     forked child by itself.
 
+    While Redis is away (refused, reset, or no answer within `timeout`), data calls
+    raise `GlobalDataUnavailable` (a 503 in a handler) and never wait longer than the
+    timeout; after a failure they fail at once for a short while (see
+    RETRY_FIRST_DELAY_SECONDS), then try again. Once Redis is back, calls work again
+    (a connection broken by a Redis restart is replaced by itself); the outage and its
+    end are logged once each.
+
     Args:
         url: `redis://[user:password@]host[:port][/db]`, `rediss://...` (TLS) or
-            `unix:///path/to/socket`.
+            `unix:///path/to/socket`. redis-py's query options apply and win over
+            `timeout`: `?socket_timeout=0.5&socket_connect_timeout=1`.
         prefix: Prepended to every key.
+        timeout: Seconds to connect and to wait for each reply.
 
     Raises:
-        ConfigError: The `redis` package is missing or the URL is invalid.
+        ConfigError: The `redis` package is missing, the URL is invalid, or `timeout`
+            is not a positive number.
     """
 
-    def __init__(self, url: str, *, prefix: str = DEFAULT_REDIS_PREFIX) -> None:
+    def __init__(self, url: str, *, prefix: str = DEFAULT_REDIS_PREFIX,
+                 timeout: float = DEFAULT_REDIS_TIMEOUT_SECONDS) -> None:
         try:
             import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
         except ImportError:
             raise ConfigError(
                 "a redis:// global data URL needs the 'redis' package "
                 "(pip install 'packetron[redis]')"
             ) from None
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+                or not 0 < timeout < math.inf:
+            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
         try:
-            # No I/O here: redis-py connects on the first command.
-            self._client: Redis = redis.Redis.from_url(url)
+            # No I/O here: redis-py connects on the first command. One immediate retry,
+            # after a connection error only, replaces a pooled connection that a Redis
+            # restart broke; redis-py's default (10 retries with backoff, timeouts
+            # included) would hold a call for several timeouts while Redis is away.
+            self._client: Redis = redis.Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
         except ValueError as exc:
             raise ConfigError(f"invalid Redis URL {url!r}: {exc}") from None
+        self._outage_errors: tuple[type[BaseException], ...] = (
+            redis.ConnectionError, redis.TimeoutError)
+        self._timeout_error: type[BaseException] = redis.TimeoutError
+        self._reply_error: type[BaseException] = redis.ResponseError
+        self.timeout = float(timeout)
+        # Calls fail at once until this monotonic time (0.0: Redis answered last time).
+        self._retry_at = 0.0
+        self._retry_delay = RETRY_FIRST_DELAY_SECONDS
+        self._last_reason = ""
+        self._outage = OutageLog(f"global data ({self._where(url)})")
         # Only hashes the script; it is loaded on first use (and again after a
         # server restart, which forgets loaded scripts).
         self._compare_and_set = self._client.register_script(_REDIS_CAS_SCRIPT)
@@ -70,12 +123,60 @@ class RedisGlobalData:
         self._closed = False
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_reopen_redis, (self.url, self.prefix))
+        return (_reopen_redis, (self.url, self.prefix, self.timeout))
 
     def __repr__(self) -> str:
+        return f"RedisGlobalData('{self._where(self.url)}')"
+
+    @staticmethod
+    def _where(url: str) -> str:
         # The URL may carry a password; show only where it points.
-        parts = urlsplit(self.url)
-        return f"RedisGlobalData('{parts.scheme}://{parts.hostname or ''}{parts.path}')"
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+    def _run(self, op: Callable[..., T], *args: Any) -> T:
+        """Run one data operation: at once GlobalDataUnavailable while a recent failure
+        says Redis is away; an outage error becomes GlobalDataUnavailable."""
+        retry_at = self._retry_at
+        if retry_at:
+            now = time.monotonic()
+            if now < retry_at:
+                self._outage.failed(self._last_reason)  # counted; logged once per interval
+                raise GlobalDataUnavailable(
+                    f"global data (Redis) is unavailable: {self._last_reason} (next "
+                    f"attempt in {retry_at - now:.2f} s)")
+        started = time.monotonic()
+        try:
+            result = op(*args)
+        except self._outage_errors as exc:
+            raise self._failed(exc, started) from exc
+        except self._reply_error as exc:
+            if not str(exc).startswith(UNAVAILABLE_REPLIES):
+                raise
+            raise self._failed(exc, started) from exc
+        if retry_at:
+            self._retry_at = 0.0
+            self._retry_delay = RETRY_FIRST_DELAY_SECONDS
+            self._outage.recovered()
+        return result
+
+    def _failed(self, exc: BaseException, started: float) -> GlobalDataUnavailable:
+        now = time.monotonic()
+        # The exception's own text (in the log, and as __cause__) names the address;
+        # the error's message, which may reach a client as a 503's reason, does not.
+        if isinstance(exc, self._timeout_error):
+            reason = f"no answer within {self.timeout:g} s"
+        elif isinstance(exc, self._reply_error):
+            reason = f"it refused the command ({str(exc).split(' ', 1)[0]})"
+        else:
+            reason = "cannot connect, or the connection was lost"
+        self._last_reason = reason
+        # Wait at least twice what the failed call took (see RETRY_FIRST_DELAY_SECONDS).
+        self._retry_at = now + max(self._retry_delay, 2 * (now - started))
+        self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_DELAY_SECONDS)
+        self._outage.failed(f"{reason}: {exc}")
+        return GlobalDataUnavailable(f"global data (Redis) is unavailable: {reason}")
 
     def _name(self, key: str) -> str:
         if self._closed:
@@ -85,11 +186,11 @@ class RedisGlobalData:
     def set(self, key: str, value: JsonValue) -> None:
         """See `GlobalDataBackend.set`."""
         name = self._name(key)
-        self._client.set(name, encode(key, value))
+        self._run(self._client.set, name, encode(key, value))
 
     def get(self, key: str, default: JsonValue = None) -> JsonValue:
         """See `GlobalDataBackend.get`."""
-        raw = self._client.get(self._name(key))
+        raw = self._run(self._client.get, self._name(key))
         return default if raw is None else decode(raw)
 
     def update(
@@ -108,9 +209,13 @@ class RedisGlobalData:
         the new one is written.
 
         Raises:
-            redis.RedisError: The server is unreachable or refused a command.
+            GlobalDataUnavailable: Redis is unreachable or did not answer in time.
+            redis.RedisError: Redis refused a command.
         """
-        name = self._name(key)
+        return self._run(self._update, self._name(key), key, fn, default)
+
+    def _update(self, name: str, key: str, fn: Callable[[JsonValue], JsonValue],
+                default: JsonValue) -> JsonValue:
         # No retry limit: a compare-and-set only fails because another client's
         # write succeeded, so the cluster as a whole always progresses.
         while True:
@@ -123,7 +228,7 @@ class RedisGlobalData:
 
     def delete(self, key: str) -> bool:
         """See `GlobalDataBackend.delete`."""
-        return bool(self._client.delete(self._name(key)))
+        return bool(self._run(self._client.delete, self._name(key)))
 
     def close(self) -> None:
         """Close the client and its connection pool; later calls raise. Idempotent."""
@@ -132,5 +237,6 @@ class RedisGlobalData:
             self._client.close()
 
 
-def _reopen_redis(url: str, prefix: str) -> RedisGlobalData:
-    return RedisGlobalData(url, prefix=prefix)
+def _reopen_redis(url: str, prefix: str,
+                  timeout: float = DEFAULT_REDIS_TIMEOUT_SECONDS) -> RedisGlobalData:
+    return RedisGlobalData(url, prefix=prefix, timeout=timeout)
