@@ -18,7 +18,8 @@ from packetron.cli.common import (
     fail,
     listen_error,
 )
-from packetron.errors import ConfigError
+from packetron.errors import ConfigError, PacketronError
+from packetron.http.lifespan import is_startup_failure
 
 __all__ = ["serve_command", "load_app", "split_target", "server_options", "module_folder"]
 
@@ -145,4 +146,9 @@ def serve_command(args: argparse.Namespace) -> int:
             raise
         return fail(f"cannot listen on {describe_address(host, port)}: "
                     f"{describe_oserror(cause)}")
+    except Exception as exc:
+        if not is_startup_failure(exc) and not isinstance(exc, PacketronError):
+            raise
+        # The hook's traceback is in the log already: one line says why we stop.
+        return fail(f"packetron serve: the server did not start: {exc}")
     return EXIT_OK

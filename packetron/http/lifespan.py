@@ -14,7 +14,9 @@ from typing import Any, Callable
 from packetron.errors import ConfigError
 from packetron.log import server_logger
 
-__all__ = ["Lifespan", "Hook"]
+__all__ = ["Lifespan", "Hook", "is_startup_failure", "STARTUP_FAILURE_NOTE"]
+
+STARTUP_FAILURE_NOTE = "raised by the packetron startup hook"
 
 Hook = Callable[[Any], Any]
 
@@ -55,6 +57,8 @@ class Lifespan:
                     await result
             except BaseException as exc:
                 server_logger.error("startup hook %s failed: %s", _name(fn), exc, exc_info=exc)
+                # Marks it as told: whoever passes it on need not log its traceback again.
+                exc.add_note(f"{STARTUP_FAILURE_NOTE} {_name(fn)}")
                 raise
 
     async def run_shutdown(self, target: Any) -> None:
@@ -70,3 +74,9 @@ class Lifespan:
 
 def _name(fn: Hook) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def is_startup_failure(exc: BaseException) -> bool:
+    """Whether `exc` came out of a startup hook (and was logged there with its traceback)."""
+    return any(note.startswith(STARTUP_FAILURE_NOTE)
+               for note in getattr(exc, "__notes__", ()))

@@ -12,7 +12,9 @@ from typing import Callable
 from packetron.http.app import Application
 from packetron.http.runtime import ServingLoop, new_event_loop
 from packetron.server.channellink import HubChannels
-from packetron.server.processes import EXIT_OK, EXIT_STOPPED_ON_ERROR, release_signals
+from packetron.http.lifespan import is_startup_failure
+from packetron.server.processes import (EXIT_FAILED, EXIT_OK, EXIT_STOPPED_ON_ERROR,
+                                        release_signals)
 
 __all__ = ["run_worker", "StopOnErrorHandler"]
 
@@ -139,6 +141,8 @@ def run_worker(app: Application, sock: socket.socket, ctl_fd: int, status_fd: in
                 os.write(status_fd, f"failed {reason}\n".encode("utf-8", "replace"))
             except OSError:
                 pass
+            if is_startup_failure(exc):
+                return EXIT_FAILED  # logged with its traceback where the hook ran
         raise
     finally:
         loop.remove_reader(ctl_fd)
