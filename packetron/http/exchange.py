@@ -23,7 +23,7 @@ from packetron.http.request import STAGE_AWAITING_BODY, STAGE_HANDLED, Request
 from packetron.log import server_logger
 
 if TYPE_CHECKING:
-    from packetron.http.protocol import HttpProtocol
+    from packetron.http.connection import Connection
 
 # Errors the router decides before any route is chosen.
 _ROUTING_ERRORS = (NotFound, MethodNotAllowed, MethodNotImplemented)
@@ -32,7 +32,7 @@ __all__ = ["start", "call_handler", "after_sync_handler", "answer_error", "handl
            "attach_afters"]
 
 
-def start(protocol: "HttpProtocol", request: Request) -> None:
+def start(protocol: "Connection", request: Request) -> None:
     """Begin answering `request` (it is the connection's active request now)."""
     route = request.route
     global_plugins = protocol.state.global_plugins
@@ -91,7 +91,7 @@ def start(protocol: "HttpProtocol", request: Request) -> None:
         request.stage = STAGE_AWAITING_BODY  # the protocol calls call_handler at its end
 
 
-async def _run_global_chain(protocol: "HttpProtocol", request: Request, error: BaseException,
+async def _run_global_chain(protocol: "Connection", request: Request, error: BaseException,
                             chain: tuple[Any, ...]) -> None:
     try:
         for plugin in chain:
@@ -109,7 +109,7 @@ async def _run_global_chain(protocol: "HttpProtocol", request: Request, error: B
     answer_error(protocol, request, error)
 
 
-def attach_afters(protocol: "HttpProtocol", request: Request) -> None:
+def attach_afters(protocol: "Connection", request: Request) -> None:
     """Give the response the after-hooks that apply to it: its route's (unless
     LOCAL_PLUGINS_ONLY) and the global ones, which also see the server's own answers."""
     global_afters = protocol.state.global_plugins.afters
@@ -129,7 +129,7 @@ def _by_priority(afters: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(sorted(afters, key=lambda p: -p.priority)) if len(afters) > 1 else afters
 
 
-def call_handler(protocol: "HttpProtocol", request: Request) -> None:
+def call_handler(protocol: "Connection", request: Request) -> None:
     """Call a synchronous route's handler (plugins done, body complete or not needed)."""
     route = request.route
     assert route is not None
@@ -144,7 +144,7 @@ def call_handler(protocol: "HttpProtocol", request: Request) -> None:
     after_sync_handler(protocol, request, result)
 
 
-def after_sync_handler(protocol: "HttpProtocol", request: Request, result: Any) -> None:
+def after_sync_handler(protocol: "Connection", request: Request, result: Any) -> None:
     """A synchronous handler returned without answering: await what it returned, send
     it as the payload, or answer 500."""
     if inspect.isawaitable(result):  # a plain function that returned a coroutine
@@ -153,7 +153,7 @@ def after_sync_handler(protocol: "HttpProtocol", request: Request, result: Any) 
     finish(protocol, request, result)
 
 
-async def _await_result(protocol: "HttpProtocol", request: Request, result: Any) -> None:
+async def _await_result(protocol: "Connection", request: Request, result: Any) -> None:
     try:
         finish(protocol, request, await result)
     except ConnectionClosed:
@@ -162,7 +162,7 @@ async def _await_result(protocol: "HttpProtocol", request: Request, result: Any)
         handler_failed(protocol, request, exc)
 
 
-async def run_async(protocol: "HttpProtocol", request: Request, chain: tuple[Any, ...]) -> None:
+async def run_async(protocol: "Connection", request: Request, chain: tuple[Any, ...]) -> None:
     """The plugin chain and the handler, in one task."""
     response = request.response
     route = request.route
@@ -189,7 +189,7 @@ async def run_async(protocol: "HttpProtocol", request: Request, chain: tuple[Any
         handler_failed(protocol, request, exc)
 
 
-def finish(protocol: "HttpProtocol", request: Request, result: Any) -> None:
+def finish(protocol: "Connection", request: Request, result: Any) -> None:
     """After the handler (or a short-circuiting plugin): send its return value, if it
     answered nothing itself; a handler that does neither gets a 500."""
     response = request.response
@@ -203,7 +203,7 @@ def finish(protocol: "HttpProtocol", request: Request, result: Any) -> None:
     answer_error(protocol, request, HttpError("Internal Server Error: no response was sent"))
 
 
-def handler_failed(protocol: "HttpProtocol", request: Request, exc: BaseException) -> None:
+def handler_failed(protocol: "Connection", request: Request, exc: BaseException) -> None:
     """A plugin or handler raised: log what is unexpected, then answer through the
     boundary."""
     if isinstance(exc, ResponseAlreadySent):
@@ -215,7 +215,7 @@ def handler_failed(protocol: "HttpProtocol", request: Request, exc: BaseExceptio
     answer_error(protocol, request, exc)
 
 
-def answer_error(protocol: "HttpProtocol", request: Request, exc: BaseException) -> None:
+def answer_error(protocol: "Connection", request: Request, exc: BaseException) -> None:
     """The one error boundary: `exc` becomes the answer to `request`.
 
     Headers the handler set are dropped (an after-plugin sets what every answer must
@@ -253,7 +253,7 @@ def answer_error(protocol: "HttpProtocol", request: Request, exc: BaseException)
     send_plain_error(protocol, request, exc)
 
 
-async def _await_renderer(protocol: "HttpProtocol", request: Request, exc: BaseException,
+async def _await_renderer(protocol: "Connection", request: Request, exc: BaseException,
                           result: Any) -> None:
     response = request.response
     try:
@@ -273,7 +273,7 @@ def _renderer_failed(request: Request, exc: BaseException) -> None:
                         request.method, request.path, exc_info=exc)
 
 
-def send_plain_error(protocol: "HttpProtocol", request: Request, exc: BaseException) -> None:
+def send_plain_error(protocol: "Connection", request: Request, exc: BaseException) -> None:
     """The server's own answer for an error, in the configured error_format."""
     status = status_of(exc)
     content_type, body = default_error_body(status, reason_of(exc),

@@ -19,7 +19,7 @@ from packetron.http.headers import Headers
 from packetron.http.route import BodyMode, mode_for_content_type
 
 if TYPE_CHECKING:
-    from packetron.http.protocol import HttpProtocol
+    from packetron.http.connection import Connection
     from packetron.http.response import Response
     from packetron.http.route import Route
 
@@ -91,7 +91,7 @@ class Request:
     # them, reading nothing more, until the session takes the connection); None otherwise.
     upgrade_tail: bytes | None = None
 
-    def __init__(self, protocol: "HttpProtocol", method: str, target: bytes,
+    def __init__(self, protocol: "Connection", method: str, target: bytes,
                  http_version: str, raw_headers: list[tuple[bytes, bytes]],
                  keep_alive: bool, route: "Route | None", body_cap: int | None,
                  complete: bool = False) -> None:

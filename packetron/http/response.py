@@ -16,7 +16,7 @@ from packetron.status import reason_phrase
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from packetron.http.protocol import HttpProtocol
+    from packetron.http.connection import Connection
     from packetron.http.request import Request
 
 __all__ = ["Response", "NO_BODY_STATUSES"]
@@ -63,7 +63,7 @@ class Response:
     body: bytes | None = None
     bytes_sent = 0  # body bytes written (kept for the access log)
 
-    def __init__(self, protocol: "HttpProtocol", request: "Request") -> None:
+    def __init__(self, protocol: "Connection", request: "Request") -> None:
         self._protocol = protocol
         self._request = request
         self.sent = False          # the head has been written
@@ -386,7 +386,7 @@ class Response:
         self.start(status, list(SSE_HEADERS))
         return EventStream(self, self._protocol.loop, heartbeat)
 
-    def _write_now(self, data: bytes) -> bool:
+    def write_now(self, data: bytes) -> bool:
         """Write a piece of a streamed body without waiting; False once the client is gone."""
         protocol = self._protocol
         if protocol.transport.is_closing() or self.finished:

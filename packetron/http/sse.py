@@ -8,12 +8,9 @@ ConnectionClosed and the heartbeat stops by itself, so no timer or task outlives
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from packetron.errors import ConnectionClosed
-
-if TYPE_CHECKING:
-    from packetron.http.response import Response
 
 __all__ = ["EventStream", "format_event", "SSE_HEADERS", "DEFAULT_HEARTBEAT_SECONDS"]
 
@@ -23,6 +20,16 @@ SSE_HEADERS = [("Content-Type", "text/event-stream; charset=utf-8"),
                # nginx would otherwise buffer the stream and deliver events late.
                ("X-Accel-Buffering", "no")]
 _HEARTBEAT = b": keep-alive\n\n"
+
+
+class StreamedAnswer(Protocol):
+    """The streamed response an event stream writes to (packetron.http.response)."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    def write_now(self, data: bytes) -> bool: ...
+
+    def end(self) -> None: ...
 
 
 def format_event(data: Any, event: str | None = None, id: str | None = None,
@@ -59,7 +66,7 @@ def _check_field(name: str, value: str) -> None:
 class EventStream:
     """An open text/event-stream answer."""
 
-    def __init__(self, response: "Response", loop: asyncio.AbstractEventLoop,
+    def __init__(self, response: StreamedAnswer, loop: asyncio.AbstractEventLoop,
                  heartbeat: float | None) -> None:
         self._response = response
         self._loop = loop
@@ -75,7 +82,7 @@ class EventStream:
     def _beat(self) -> None:
         if self.closed:
             return
-        if not self._response._write_now(_HEARTBEAT):
+        if not self._response.write_now(_HEARTBEAT):
             self._stop()  # the client is gone: nothing more to keep alive
             return
         self._schedule()

@@ -8,7 +8,7 @@ whatever the upload size.
 from __future__ import annotations
 
 from math import inf
-from typing import TYPE_CHECKING, Any
+from typing import Any, AsyncIterator, Protocol
 
 from multipart import (
     MultipartError,
@@ -23,8 +23,15 @@ from packetron.http.multipart.limits import (MAX_PART_HEADER_LINE_SIZE_IN_BYTES,
                                              MultipartOptions, validate_multipart_options)
 from packetron.http.multipart.upload import _DISK, _FIELD, _STREAM, _Upload
 
-if TYPE_CHECKING:
-    from packetron.http.request import Request
+
+
+class BodySource(Protocol):
+    """What the parser reads a multipart body from: a request's headers and its stream."""
+
+    @property
+    def headers(self) -> Any: ...
+
+    def stream(self) -> AsyncIterator[bytes]: ...
 
 __all__ = ["parse_multipart", "boundary_from_content_type", "SMALL_READ_IN_BYTES",
            "PARSE_BATCH_IN_BYTES"]
@@ -92,7 +99,7 @@ async def _parse(parser: PushMultipartParser, data: bytes, upload: _Upload) -> N
                 await upload.stream_data(event)
 
 
-async def parse_multipart(request: Request,
+async def parse_multipart(request: BodySource,
                           options: dict[str, Any] | MultipartOptions | None, *,
                           mode: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read a multipart/form-data body from `request.stream()` as it arrives.

@@ -32,7 +32,7 @@ from packetron.http.websocket.handshake import UpgradeOffer, switching_head
 from packetron.log import server_logger
 
 if TYPE_CHECKING:
-    from packetron.http.protocol import HttpProtocol
+    from packetron.http.connection import Connection as HttpConnection
     from packetron.http.request import Request
 
 __all__ = ["WebSocket", "CLOSE_TIMEOUT_SECONDS", "HANDLER_CANCEL_GRACE_SECONDS"]
@@ -78,7 +78,7 @@ class WebSocket:
                  "_ping_payload", "_task", "_handler_done", "_lost", "_refused")
 
     def __init__(self, request: "Request", offer: UpgradeOffer) -> None:
-        http: HttpProtocol = request._protocol
+        http: HttpConnection = request._protocol
         self.request = request
         self.path_params = request.path_params
         self.subprotocols = offer.subprotocols
