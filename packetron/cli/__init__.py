@@ -147,6 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format=LOG_FORMAT)
+    if args.command == SERVE and args.reload:
+        # A watcher that runs `serve` (without --reload) in a child and restarts it.
+        from packetron.cli.reload import reload_command
+
+        return reload_command(args)
     if args.command == SERVE:
         from packetron.cli.serve import serve_command
 

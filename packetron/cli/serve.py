@@ -119,10 +119,6 @@ def _apply_options(app: Any, spec: str, options: dict[str, Any]) -> None:
 
 def serve_command(args: argparse.Namespace) -> int:
     """Run `packetron serve`; returns the exit status."""
-    if args.reload:
-        from packetron.cli.reload import reload_command
-
-        return reload_command(args)
     if args.reload_dir:
         return fail("packetron serve: --reload-dir needs --reload", EXIT_USAGE)
     try:
