@@ -2,7 +2,8 @@
 
 Every server in packetron (the HTTP framework, the Broker, TcpServer) binds through
 `bind_tcp_socket` / `bind_udp_socket` and starts accepting through `start_tcp_listener`,
-so reuse options, TRY_NEXT_PORT and TLS behave the same everywhere.
+so reuse options, TRY_NEXT_PORT, TLS and running out of file descriptors behave the same
+everywhere.
 """
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from typing import Any, Callable, cast
 
 from packetron.errors import ConfigError
 from packetron.log import net_logger
+from packetron.net.accepting import TcpListener
 from packetron.net.screening import ConnectionScreen, Verdict
 
 __all__ = ["bind_tcp_socket", "bind_udp_socket", "start_tcp_listener", "start_udp_listener",
            "tcp_protocol_factory", "report_refused", "DEFAULT_BACKLOG", "MAX_PORT_ATTEMPTS",
-           "TLS_HANDSHAKE_TIMEOUT"]
+           "TLS_HANDSHAKE_TIMEOUT", "TcpListener"]
 
 # Same as the somaxconn default of recent Linux kernels; the kernel caps it anyway.
 DEFAULT_BACKLOG = 4096
@@ -124,7 +126,7 @@ async def start_tcp_listener(
     backlog: int = DEFAULT_BACKLOG,
     screen: ConnectionScreen | None = None,
     on_reject: Callable[[str, Verdict], None] | None = None,
-) -> asyncio.Server:
+) -> TcpListener:
     """Start accepting on an already bound socket in the running loop.
 
     Args:
@@ -140,14 +142,29 @@ async def start_tcp_listener(
         on_reject: called with (host, verdict) for each refused peer.
 
     Returns:
-        The asyncio.Server; close it to stop accepting.
+        A TcpListener (an asyncio.AbstractServer); close it to stop accepting.
+
+    When accept() fails for want of file descriptors (or memory), the port is not
+    accepted on for 0.1 s, doubling up to 1 s, until it works again; the loop neither
+    spins nor stops, connections wait in the backlog meanwhile, and the trouble is
+    logged once per interval (see packetron.net.accepting).
     """
     loop = asyncio.get_running_loop()
     if screen is None:
-        return await loop.create_server(protocol_factory, sock=sock, ssl=ssl, backlog=backlog)
-    # TLS is started by the screening protocol itself, after the verdict.
-    factory = tcp_protocol_factory(protocol_factory, ssl=ssl, screen=screen, on_reject=on_reject)
-    return await loop.create_server(factory, sock=sock, backlog=backlog)
+        factory, loop_ssl = protocol_factory, ssl
+    else:
+        # TLS is started by the screening protocol itself, after the verdict.
+        factory = tcp_protocol_factory(protocol_factory, ssl=ssl, screen=screen,
+                                       on_reject=on_reject)
+        loop_ssl = None
+    listener = TcpListener(loop, factory, sock, ssl=loop_ssl, backlog=backlog,
+                           ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+    try:
+        await listener.start()
+    except BaseException:
+        listener.close()
+        raise
+    return listener
 
 
 def tcp_protocol_factory(

@@ -20,6 +20,7 @@ from packetron.net.connection import (
 )
 from packetron.net.listener import (
     DEFAULT_BACKLOG,
+    TcpListener,
     bind_tcp_socket,
     report_refused,
     start_tcp_listener,
@@ -113,7 +114,7 @@ class TcpServer:
         self._handler_is_async = False
         self._error_handlers: list[ErrorHandler] = []
         self._reject_handlers: list[Callable[[str, Verdict], Any]] = []
-        self._server: asyncio.Server | None = None
+        self._server: TcpListener | None = None
         self._live: set[Connection] = set()
         # Internal: the Broker learns here which connections end (no listener per conn).
         self._on_closed: Callable[[Connection], Any] | None = None

@@ -88,8 +88,9 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def stop(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM a child by its PID, SIGKILL after 10 s, and reap it."""
+def stop(proc: subprocess.Popen[str], *, keep_stderr: bool = False) -> None:
+    """SIGTERM a child by its PID, SIGKILL after 10 s, reap it and close its pipes
+    (stderr is left to a ChildLog reading it when `keep_stderr`)."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -97,6 +98,9 @@ def stop(proc: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+    for stream in (proc.stdout, None if keep_stderr else proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def start_child(args: list[str], *, nofile: int | None = None,
@@ -180,3 +184,34 @@ def wait_until(predicate, timeout: float, interval: float = 0.05) -> float:  # t
         if time.monotonic() - started > timeout:
             raise AssertionError(f"condition still false after {timeout} s") from last
         time.sleep(interval)
+
+
+class ChildLog:
+    """Collects a child's stderr lines as they come (a thread), so a test can wait for a
+    log line while the child runs."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        import threading
+
+        assert proc.stderr is not None
+        self._stream = proc.stderr
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def count(self, text: str) -> int:
+        return sum(text in line for line in list(self.lines))
+
+    def wait_for(self, text: str, timeout: float) -> float:
+        """Seconds until a line containing `text` appeared."""
+        return wait_until(lambda: self.count(text) > 0, timeout)
+
+    def join(self, timeout: float = 5.0) -> str:
+        """After the child ended: everything it logged (its stderr is closed)."""
+        self._thread.join(timeout)
+        self._stream.close()
+        return "\n".join(self.lines)
