@@ -1,7 +1,8 @@
 """A server run as its own process by tests/faults/test_fd_exhaustion.py, usually with a
 low RLIMIT_NOFILE set by the test before it starts.
 
-    python fd_server_app.py http   [--asyncio]        # Packetron, workers=1: GET /ping
+    python fd_server_app.py http   [--asyncio]        # Packetron, workers=1: GET /ping,
+                                                      # POST /upload (multipart, to disk)
     python fd_server_app.py broker PORT [--asyncio]   # a Broker folder: an echo port
 
 Prints its port on stdout once it accepts, logs to stderr, and stops on SIGTERM.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -27,13 +29,22 @@ async def handle(conn, ctx):
 
 
 def run_http() -> None:
-    from packetron import Packetron
+    from packetron import HandlerFlags, Packetron
 
     server = Packetron(port=0, host="127.0.0.1", workers=1)
+    uploads = tempfile.mkdtemp(prefix="fd-uploads-")
 
     @server.get("ping")
     def ping(request, response):
         response.send_text_plain("pong")
+
+    @server.post("upload", flags=HandlerFlags.MULTIPART_FORM_DATA,
+                 multipart_options={"file_storage_directory": uploads})
+    async def upload(request, response):
+        files = await request.get_files()
+        for entry in files.values():
+            os.unlink(entry["path"])
+        response.send_json({"files": len(files)})
 
     server.start()
     print(server.port, flush=True)

@@ -133,3 +133,40 @@ def test_accept_backs_off_without_spinning_and_serves_again(kind: str, loop: str
             sock.close()
         stop(proc, keep_stderr=True)
         log.join()
+
+
+def test_upload_with_no_descriptor_left_is_503_and_the_connection_goes_on() -> None:
+    proc, line = start_child([APP, "http"], nofile=NOFILE)
+    log = ChildLog(proc)
+    held: list[socket.socket] = []
+    try:
+        port = int(line)
+        held = _fill("http", port)  # the last one answered is kept alive: reuse it
+        client = held.pop()
+        body = (b"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.txt\"\r\n"
+                b"\r\nhello\r\n--b--\r\n")
+        client.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data;"
+                       b" boundary=b\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+                       + body)
+        client.settimeout(5)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += client.recv(4096)
+        head = answer.split(b"\r\n\r\n", 1)[0].lower()
+        assert head.startswith(b"http/1.1 503"), answer
+        assert b"retry-after: 1" in head
+        # The body was read whole: the connection serves the next request once the
+        # server has a descriptor again.
+        for sock in held:
+            sock.close()
+        held.clear()
+        wait_until(lambda: _served_fresh("http", port), timeout=5)
+        _ask("http", client)
+        assert _answered("http", client, timeout=5)
+        client.close()
+        assert log.count("could not be stored") == 1
+    finally:
+        for sock in held:
+            sock.close()
+        stop(proc, keep_stderr=True)
+        log.join()
