@@ -28,6 +28,7 @@ import errno
 import os
 import socket
 import ssl as ssl_module
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -115,7 +116,7 @@ class TcpListener(asyncio.Server):
         self._failing_since: float | None = None  # loop time accepting first failed
         self._last_failure = 0.0
         self._logged_at = 0.0
-        self._pauses = 0  # pauses since the last log line
+        self._pauses = 0  # pauses since accepting first failed
         self._handovers: set[asyncio.Task[Any]] = set()
         self._closed_future: asyncio.Future[None] = loop.create_future()
         try:
@@ -334,13 +335,22 @@ class _FdWatch:
     loop leaves uvloop's accept loop for the one above, which pauses. Listeners calm for
     FD_CALM_SECONDS go back to uvloop's."""
 
-    _watches: dict[asyncio.AbstractEventLoop, _FdWatch] = {}
+    # Weak both ways: a loop closed with a listener still open (which its owner forgot
+    # to close) is not kept alive by this table.
+    _watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _FdWatch] = \
+        weakref.WeakKeyDictionary()
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.listeners: set[TcpListener] = set()
+        self._loop_ref = weakref.ref(loop)
+        self.listeners: weakref.WeakSet[TcpListener] = weakref.WeakSet()
         self.timer: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop_ref()
+        assert loop is not None, "used only from a callback of its running loop"
+        return loop
 
     @classmethod
     def of(cls, loop: asyncio.AbstractEventLoop) -> _FdWatch:
