@@ -73,6 +73,9 @@ class ServerOptions:
     # ({"error": reason, "status": n}).
     error_format: str = "text"
     access_log_format: str = "text"  # or "json": one object per line
+    # rate_limit_scope="cluster" when the global data store fails: "open" serves the
+    # request (a warning is logged), "closed" refuses it with 429.
+    rate_limit_store_failure: str = "open"
     # WebSockets: a bigger message is refused with close code 1009; pings keep idle
     # connections honest (None: no pings, or no timeout). Checked once a second.
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
@@ -105,6 +108,9 @@ class ServerOptions:
         for name in ("error_format", "access_log_format"):
             if getattr(self, name) not in ("text", "json"):
                 raise ConfigError(f"{name} must be 'text' or 'json', got {getattr(self, name)!r}")
+        if self.rate_limit_store_failure not in ("open", "closed"):
+            raise ConfigError("rate_limit_store_failure must be 'open' or 'closed', "
+                              f"got {self.rate_limit_store_failure!r}")
         if isinstance(self.trusted_proxies, str):
             object.__setattr__(self, "trusted_proxies", (self.trusted_proxies,))
         else:

@@ -87,3 +87,22 @@ def test_static_files_take_the_cluster_scope(tmp_path: Path) -> None:
         time.sleep(1.0 - (time.time() % 1.0) + 0.01)  # one window for the three requests
         codes = [requests.get(server.url + "/a.txt", timeout=5).status_code for _ in range(3)]
     assert codes == [200, 200, 429]
+
+
+@pytest.mark.parametrize("policy, expected", [("open", 200), ("closed", 429)])
+def test_a_failing_store_fails_open_or_closed_as_configured(tmp_path: Path, policy: str,
+                                                            expected: int) -> None:
+    # A global data path whose folder is a file: every count fails, for real.
+    (tmp_path / "not-a-folder").write_text("x")
+    server = Packetron(port=0, host=HOST, workers=1, rate_limit_store_failure=policy,
+                       global_data_path=str(tmp_path / "not-a-folder" / "store.db"))
+    server.get("limited", _serve_pid, max_requests_per_second=50, rate_limit_scope="cluster")
+    with server:
+        codes = {requests.get(server.url + "/limited", timeout=5).status_code
+                 for _ in range(3)}
+    assert codes == {expected}
+
+
+def test_the_store_failure_policy_is_checked() -> None:
+    with pytest.raises(ConfigError):
+        Packetron(port=0, host=HOST, workers=1, rate_limit_store_failure="ajar")

@@ -162,7 +162,8 @@ class Route:
                                       "(ServerFlags.NO_GLOBAL_DATA)")
                 self.rate_limiter = ClusterRateLimiter(
                     max_requests_per_second, f"{self.method.name} /{self.key}",
-                    app.global_data_store)
+                    app.global_data_store,
+                    fail_open=app.config.rate_limit_store_failure == "open")
             else:
                 self.rate_limiter = FixedWindowRateLimiter(max_requests_per_second)
         if max_request_size_in_bytes is not None and (

@@ -1,7 +1,7 @@
 """A server run as its own process by tests/faults/test_fd_exhaustion.py, usually with a
 low RLIMIT_NOFILE set by the test before it starts.
 
-    python fd_server_app.py http   [--asyncio]        # Packetron, workers=1: GET /ping,
+    python fd_server_app.py http   [--asyncio]        # Packetron, workers=1: GET /ping, GET /big,
                                                       # POST /upload (multipart, to disk)
     python fd_server_app.py broker PORT [--asyncio]   # a Broker folder: an echo port
 
@@ -45,6 +45,11 @@ def run_http() -> None:
         for entry in files.values():
             os.unlink(entry["path"])
         response.send_json({"files": len(files)})
+
+    # A file too big for the small-file cache: each GET opens it.
+    big = Path(uploads) / "big.bin"
+    big.write_bytes(b"b" * (1 << 20))
+    server.serve_file("big", str(big))
 
     server.start()
     print(server.port, flush=True)

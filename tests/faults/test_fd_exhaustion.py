@@ -170,3 +170,35 @@ def test_upload_with_no_descriptor_left_is_503_and_the_connection_goes_on() -> N
             sock.close()
         stop(proc, keep_stderr=True)
         log.join()
+
+
+def test_a_static_file_with_no_descriptor_left_is_503_not_404() -> None:
+    proc, line = start_child([APP, "http"], nofile=NOFILE)
+    log = ChildLog(proc)
+    held: list[socket.socket] = []
+    try:
+        port = int(line)
+        held = _fill("http", port)  # the last one answered is kept alive: reuse it
+        client = held.pop()
+        client.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        client.settimeout(5)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += client.recv(4096)
+        head = answer.split(b"\r\n\r\n", 1)[0].lower()
+        assert head.startswith(b"http/1.1 503"), answer
+        assert b"retry-after: 1" in head
+        for sock in held:
+            sock.close()
+        held.clear()
+        wait_until(lambda: _served_fresh("http", port), timeout=5)
+        assert http_get(port, "/big", timeout=5)[0] == 200
+        assert log.count("cannot open files") == 1
+    finally:
+        for sock in held:
+            sock.close()
+        client_close = locals().get("client")
+        if client_close is not None:
+            client_close.close()
+        stop(proc, keep_stderr=True)
+        log.join()

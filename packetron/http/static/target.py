@@ -7,10 +7,13 @@ and must lie inside the served directory, else it is not served.
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import time
 from typing import TYPE_CHECKING, Any
 
+from packetron.errors import ServiceUnavailable
 from packetron.log import server_logger
 
 if TYPE_CHECKING:
@@ -40,16 +43,36 @@ def is_hidden(relative_path: str) -> bool:
     return any(part.startswith(".") for part in relative_path.replace("\\", "/").split("/"))
 
 
+# The process (or system) ran out of descriptors or memory: the file exists, the server
+# cannot open it now. 503 with Retry-After, not a 404 that caches would keep.
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+_WARN_INTERVAL_SECONDS = 10.0
+_last_warning = [-_WARN_INTERVAL_SECONDS]
+
+
+def _refuse_if_out_of_resources(exc: OSError) -> None:
+    if exc.errno not in _OUT_OF_RESOURCES:
+        return
+    now = time.monotonic()
+    if now - _last_warning[0] >= _WARN_INTERVAL_SECONDS:
+        _last_warning[0] = now  # the exchange does not log HttpErrors: say it here, rarely
+        server_logger.warning("static: cannot open files (%s); answering 503", exc.strerror)
+    raise ServiceUnavailable("Service Unavailable: no file descriptor left",
+                             headers=[("Retry-After", "1")]) from exc
+
+
 def _open_regular(path: str) -> tuple[int, os.stat_result] | None:
     """Open a regular file for reading; None for missing, unreadable or not a file."""
     try:
         fd = os.open(path, _OPEN_FLAGS)
-    except OSError:  # ENOENT, EACCES, ELOOP, ENOTDIR ...: all mean "nothing to serve"
+    except OSError as exc:  # ENOENT, EACCES, ELOOP, ENOTDIR ...: "nothing to serve"
+        _refuse_if_out_of_resources(exc)
         return None
     try:
         info = os.fstat(fd)
-    except OSError:
+    except OSError as exc:
         os.close(fd)
+        _refuse_if_out_of_resources(exc)
         return None
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
