@@ -260,38 +260,37 @@ class HttpProtocol(asyncio.Protocol):
         if self._closing:
             return  # lingering after an error, or after an upgrade: input is discarded
         self._data = data
-        self._batch = []
+        self._batch = batch = []
         self._batched = 0
         # As much as the transport takes before it would pause writing: a client that
         # sends many requests without reading is stopped at the same mark as unbatched.
         self._batch_room = self._write_high - self.transport.get_write_buffer_size()
         try:
-            self._feed(data)
-        finally:
-            self._flush()
-            self._batch = None
-
-    def _feed(self, data: bytes) -> None:
-        try:
             self.parser.feed_data(data)
-        except _HttpParserCallbackError as exc:
+        except (_HttpParserError, _HttpParserUpgrade) as exc:
+            self._parse_failed(exc, data)
+        else:
+            if self._head_started:
+                self._head_continues(data)
+        finally:
+            # The answers of this read leave together (in one write, in order).
+            self._batch = None
+            if batch:
+                transport = self.transport
+                if not transport.is_closing():
+                    transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+
+    def _parse_failed(self, exc: BaseException, data: bytes) -> None:
+        if isinstance(exc, _HttpParserCallbackError):
             self._callback_failed(exc.__context__)
-            return
-        except _HttpParserInvalidMethodError:
+        elif isinstance(exc, _HttpParserInvalidMethodError):
             # The parser stopped at the method: get_method() may still name the request
             # before, so the answer is built without it.
             if method_token_at_failure(data):
                 self._reject(501, "Not Implemented: unknown method", head=False)
             else:
                 self._reject(400, "Bad Request: Invalid method", head=False)
-            return
-        except _HttpParserError as exc:
-            if str(exc) == _RTSP_ONLY_METHOD_REASON:
-                self._reject(501, "Not Implemented: unknown method")
-            else:
-                self._reject(400, f"Bad Request: {exc}")
-            return
-        except _HttpParserUpgrade as exc:
+        elif isinstance(exc, _HttpParserUpgrade):
             if self._hold_for_upgrade(data[exc.args[0]:]):
                 return
             # Only WebSocket routes are upgraded: answer the request as plain HTTP, then close.
@@ -300,29 +299,33 @@ class HttpProtocol(asyncio.Protocol):
             if self._active is None and not self._queue:
                 self._flush()
                 self.transport.close()
-            return
-        if self._head_started:
-            # A head is still incomplete after this chunk: bound what httptools buffers
-            # (it keeps a header line whole until it ends, however long it grows).
-            if self._head_bytes < 0:
-                # It began inside this chunk, after whatever requests came before it there:
-                # count what it holds already (its fields, and the line still growing in
-                # httptools), so a first read that is mostly one giant head gets its 431
-                # now, not a 408 once the client stops sending.
-                headers = self._raw_headers
-                growing = len(data) - data.rfind(b"\n") - 1
-                self._head_bytes = growing + (len(self._url) if headers else 0) + sum(
-                    len(name) + len(value) + 4 for name, value in headers)
-                self._line_chunk = data  # its request line is there (or starts there)
-                self._line_more = b""
-                if self._head_bytes > self._head_cap or len(headers) > self._max_header_count:
-                    self._reject(431, "Request Header Fields Too Large")
-            else:
-                self._head_bytes += len(data)
-                if len(self._line_more) < self._max_url + _LINE_SLACK:
-                    self._line_more += data[:self._max_url + _LINE_SLACK]
-                if self._head_bytes > self._head_cap:
-                    self._reject(431, "Request Header Fields Too Large")
+        elif str(exc) == _RTSP_ONLY_METHOD_REASON:
+            self._reject(501, "Not Implemented: unknown method")
+        else:
+            self._reject(400, f"Bad Request: {exc}")
+
+    def _head_continues(self, data: bytes) -> None:
+        """A head is still incomplete after this chunk: bound what httptools buffers (it
+        keeps a header line whole until it ends, however long it grows)."""
+        if self._head_bytes < 0:
+            # It began inside this chunk, after whatever requests came before it there:
+            # count what it holds already (its fields, and the line still growing in
+            # httptools), so a first read that is mostly one giant head gets its 431
+            # now, not a 408 once the client stops sending.
+            headers = self._raw_headers
+            growing = len(data) - data.rfind(b"\n") - 1
+            self._head_bytes = growing + (len(self._url) if headers else 0) + sum(
+                len(name) + len(value) + 4 for name, value in headers)
+            self._line_chunk = data  # its request line is there (or starts there)
+            self._line_more = b""
+            if self._head_bytes > self._head_cap or len(headers) > self._max_header_count:
+                self._reject(431, "Request Header Fields Too Large")
+        else:
+            self._head_bytes += len(data)
+            if len(self._line_more) < self._max_url + _LINE_SLACK:
+                self._line_more += data[:self._max_url + _LINE_SLACK]
+            if self._head_bytes > self._head_cap:
+                self._reject(431, "Request Header Fields Too Large")
 
     # ------------------------------------------------------------ parser callbacks
 

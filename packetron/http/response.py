@@ -47,10 +47,13 @@ class Response:
 
     # As in Request: the fields every response writes are slots, the rest class-level
     # defaults that only unusual responses override (in a lazily created __dict__).
-    __slots__ = ("_protocol", "_request", "sent", "finished", "status", "__dict__",
-                 "__weakref__")
+    __slots__ = ("_protocol", "_request", "sent", "finished", "status", "bytes_sent",
+                 "__dict__", "__weakref__")
 
     _headers: list[tuple[str, str]] | None = None
+    # Lowercase names present in _headers: set/get/remove skip the scan for names that
+    # are not there (the common case when plugins add their headers).
+    _header_names: set[str] | None = None
     _has_content_type = False
     pending = False        # an asynchronous send (send_file, streaming) is under way
     _chunked = False
@@ -61,7 +64,6 @@ class Response:
     # The body of a whole response while its after-hooks run (None otherwise); a hook may
     # replace it, e.g. with a compressed one (then it sets Content-Encoding too).
     body: bytes | None = None
-    bytes_sent = 0  # body bytes written (kept for the access log)
 
     def __init__(self, protocol: "Connection", request: "Request") -> None:
         self._protocol = protocol
@@ -69,6 +71,7 @@ class Response:
         self.sent = False          # the head has been written
         self.finished = False      # the whole response has been written
         self.status = 0
+        self.bytes_sent = 0        # body bytes written (for the access log)
 
     # ------------------------------------------------------------ headers
 
@@ -90,11 +93,14 @@ class Response:
             # over a plain body would make the answer unreadable.
             raise ValueError(f"{name} is set by the server; it cannot be set by hand")
         headers = self._headers
-        if headers is None:
+        names = self._header_names
+        if headers is None or names is None:
             headers = self._headers = []
-        elif lowered != "set-cookie":
+            names = self._header_names = set()
+        elif lowered in names and lowered != "set-cookie":
             headers[:] = [(n, v) for n, v in headers if n.lower() != lowered]
         headers.append((name, text))
+        names.add(lowered)
         if lowered == "content-type":
             self._has_content_type = True
 
@@ -104,6 +110,7 @@ class Response:
         if self.sent:
             raise ResponseAlreadySent("headers cannot change after the response was sent")
         self._headers = None
+        self._header_names = None
         self._has_content_type = False
         for name, value in headers:
             self.set_header(name, value)
@@ -111,6 +118,9 @@ class Response:
     def get_header(self, name: str) -> str | None:
         """The value of a response header set so far (the last one of that name)."""
         lowered = name.lower()
+        names = self._header_names
+        if names is None or lowered not in names:
+            return None
         for header, value in reversed(self._headers or ()):
             if header.lower() == lowered:
                 return value
@@ -125,9 +135,11 @@ class Response:
         if self.sent:
             raise ResponseAlreadySent("headers cannot change after the response was sent")
         headers = self._headers
-        if headers:
-            lowered = name.lower()
+        names = self._header_names
+        lowered = name.lower()
+        if headers and names is not None and lowered in names:
             headers[:] = [(n, v) for n, v in headers if n.lower() != lowered]
+            names.discard(lowered)
             if lowered == "content-type":
                 self._has_content_type = False
 
