@@ -24,7 +24,7 @@ from packetron.http.requestline import method_token_at_failure
 from packetron.http.request import (STAGE_AWAITING_BODY, STAGE_HANDLED, Request,
                                     decode_target)
 from packetron.http.response import Response
-from packetron.http.route import PER_REQUEST_MODES, BodyMode
+from packetron.http.route import PER_REQUEST_MODES, BodyMode, mode_for_content_type_bytes
 from packetron.flags import RequestMethod
 from packetron.http.router import METHOD_INDEX, allowed_methods, resolve
 from packetron.http.state import ServerState
@@ -260,7 +260,8 @@ class HttpProtocol(asyncio.Protocol):
         if self._closing:
             return  # lingering after an error, or after an upgrade: input is discarded
         self._data = data
-        self._batch = batch = []
+        batch: list[bytes] = []
+        self._batch = batch
         self._batched = 0
         # As much as the transport takes before it would pause writing: a client that
         # sends many requests without reading is stopped at the same mark as unbatched.
@@ -524,11 +525,18 @@ class HttpProtocol(asyncio.Protocol):
         length = self._content_length
         method_name = METHOD_NAMES.get(method) or method.decode("ascii")
         plain = route is not None and route.plain and not self._expect
+        content_type = self._content_type
+        if (plain and route.auto_body  # type: ignore[union-attr]
+                and content_type is not None and content_type[:10].lower() == b"multipart/"):
+            plain = False  # AUTO_BODY with a multipart body: it streams (see _route)
         if plain and route is not None:
             # A known route with nothing to decide per request but its body cap.
             cap = route.buffered_cap
             request = Request(self, method_name, target, version, self._raw_headers,
                               keep_alive, route, cap)
+            if route.auto_body:
+                # The parser, chosen once from the Content-Type already at hand.
+                request.auto_mode = mode_for_content_type_bytes(content_type)
             if cap is not None and length is not None and length > cap:
                 _refuse_body(request, PayloadTooLarge(
                     f"Payload Too Large: Content-Length {length} exceeds {cap} bytes"))

@@ -84,6 +84,7 @@ class Request:
     # Converted values of a pattern route's parameters; an empty read-only mapping for
     # exact routes (a per-request dict would cost every GET an allocation).
     path_params: Mapping[str, Any] = MappingProxyType({})
+    auto_mode: Any = None  # AUTO_BODY: the BodyMode the protocol chose from Content-Type
     started_at = 0.0  # loop time the head was complete (taken only for the access log)
     _trailer_fields: list[tuple[bytes, bytes]] | None = None  # set for chunked bodies
     _trailers: Headers | None = None
@@ -289,7 +290,8 @@ class Request:
         if mode is BodyMode.DISCARD:
             return None
         if mode is BodyMode.AUTO:
-            mode = mode_for_content_type(self.content_type)
+            auto_mode = self.auto_mode
+            mode = auto_mode if auto_mode is not None else mode_for_content_type(self.content_type)
         raw = self._joined()
         if mode is BodyMode.JSON:
             return bodies.decode_json(raw)

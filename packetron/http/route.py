@@ -14,7 +14,8 @@ from packetron.http.router import normalize_path
 from packetron.options import ServerOptions
 
 
-__all__ = ["Route", "BodyMode", "body_mode_for", "mode_for_content_type", "MULTIPART_OPTION_NAMES"]
+__all__ = ["Route", "BodyMode", "body_mode_for", "mode_for_content_type",
+           "mode_for_content_type_bytes", "MULTIPART_OPTION_NAMES"]
 
 Handler = Callable[[Any, Any], Any]
 
@@ -76,6 +77,25 @@ def mode_for_content_type(content_type: str | None) -> BodyMode:
     return BodyMode.RAW
 
 
+# Content-Type values seen on AUTO_BODY routes -> their mode: clients send a handful of
+# distinct values, so the per-request decision is one dict lookup. Bounded, since the
+# values come from clients.
+_AUTO_MODES: dict[bytes, BodyMode] = {}
+_AUTO_MODES_MAX = 256
+
+
+def mode_for_content_type_bytes(content_type: bytes | None) -> BodyMode:
+    """mode_for_content_type() of a raw header value, remembered per distinct value."""
+    if content_type is None:
+        return BodyMode.RAW
+    mode = _AUTO_MODES.get(content_type)
+    if mode is None:
+        mode = mode_for_content_type(content_type.decode("latin-1"))
+        if len(_AUTO_MODES) < _AUTO_MODES_MAX:
+            _AUTO_MODES[content_type] = mode
+    return mode
+
+
 STREAMING_MODES = frozenset({BodyMode.MULTIPART, BodyMode.LEGACY_UPLOAD, BodyMode.STREAM})
 # Modes that decide per request whether the body streams (a multipart body does).
 PER_REQUEST_MODES = frozenset({BodyMode.FORM, BodyMode.AUTO})
@@ -98,7 +118,7 @@ class Route:
     """One (method, path) registration. `route.remove()` unregisters it, even while serving."""
 
     __slots__ = ("method", "method_name", "path", "key", "handler", "is_async", "flags", "body_mode",
-                 "streams", "needs_task", "buffered_cap", "plain", "plain_sync",
+                 "streams", "needs_task", "buffered_cap", "plain", "plain_sync", "auto_body",
                  "bodiless_inline",
                  "plugins", "multipart_options", "rate_limiter", "max_request_size_in_bytes",
                  "local_plugins_only", "_app", "__weakref__")
@@ -182,8 +202,11 @@ class Route:
                                  if app is not None else None)
         # A plain route needs no per-request decision beyond the body cap: no rate limit,
         # no body that may or may not stream, nothing discarded.
+        # AUTO_BODY counts as plain: only a multipart body (decided per request, from
+        # the Content-Type the protocol already holds) takes it off that path.
+        self.auto_body = self.body_mode is BodyMode.AUTO
         self.plain = (self.rate_limiter is None and not self.streams
-                      and self.body_mode not in PER_REQUEST_MODES
+                      and self.body_mode is not BodyMode.FORM
                       and self.body_mode is not BodyMode.DISCARD)
         self._update_plain_sync()
 
