@@ -440,34 +440,41 @@ class HttpProtocol(asyncio.Protocol):
                 query_at = target.find(63)  # "?": a query string does not change the route
                 if query_at > 0 and 35 not in target:  # "#": _dispatch_head answers 400
                     methods = self._targets.get(target[:query_at])
+            params = None
             if methods is not None:
                 route = methods.get(method)
-                if route is not None and route.bodiless_inline and not self._globals.plugins:
-                    # llhttp also takes RTSP/ and ICE/ lines. The first request of a
-                    # chunk starts it, so its protocol is at a known offset; any other
-                    # request (pipelined, or a head over several reads) is looked for.
-                    data = self._data
-                    at = len(method) + len(target) + 1
-                    if self._scan_data is data or not data.startswith(_SP_HTTP, at):
-                        self._check_protocol(method, target)
-                    else:
-                        self._scan_data = data
-                        self._scan_pos = at
-                    request = Request(self, route.method_name, target, "1.1", headers,
-                                      True, route, route.buffered_cap, True)
-                    response = request.response = Response(self, request)
-                    self._active = request
-                    if self._access_log:
-                        request.started_at = self.loop.time()
-                    # exchange.call_handler written out: the call costs ~2% of a GET.
-                    try:
-                        result = route.handler(request, response)
-                    except Exception as exc:
-                        exchange.handler_failed(self, request, exc)
-                        return
-                    if not response.sent and not response.pending:
-                        exchange.after_sync_handler(self, request, result)
+            elif self._patterns:
+                route, params = self._fast_pattern(target, method)
+            else:
+                route = None
+            if route is not None and route.bodiless_inline and not self._globals.plugins:
+                # llhttp also takes RTSP/ and ICE/ lines. The first request of a
+                # chunk starts it, so its protocol is at a known offset; any other
+                # request (pipelined, or a head over several reads) is looked for.
+                data = self._data
+                at = len(method) + len(target) + 1
+                if self._scan_data is data or not data.startswith(_SP_HTTP, at):
+                    self._check_protocol(method, target)
+                else:
+                    self._scan_data = data
+                    self._scan_pos = at
+                request = Request(self, route.method_name, target, "1.1", headers,
+                                  True, route, route.buffered_cap, True)
+                if params is not None:
+                    request.path_params = params
+                response = request.response = Response(self, request)
+                self._active = request
+                if self._access_log:
+                    request.started_at = self.loop.time()
+                # exchange.call_handler written out: the call costs ~2% of a GET.
+                try:
+                    result = route.handler(request, response)
+                except Exception as exc:
+                    exchange.handler_failed(self, request, exc)
                     return
+                if not response.sent and not response.pending:
+                    exchange.after_sync_handler(self, request, result)
+                return
         self._dispatch_head(parser, keep_alive, method)
 
     def _dispatch_head(self, parser: httptools.HttpRequestParser, keep_alive: bool,
@@ -580,6 +587,18 @@ class HttpProtocol(asyncio.Protocol):
                 # Too many waiting, or a body that would wait in memory until its turn (32
                 # queued bodies of 16 MiB each would be half a gigabyte): read no further.
                 self._pause(_PAUSE_PIPELINE)
+
+    def _fast_pattern(self, target: bytes, method: bytes) -> tuple[Any, Any]:
+        """(route, path params) of a pattern route for the fast lane; (None, None) when
+        there is none for this method (the general path then decides 404 or 405)."""
+        if 35 in target:  # "#": the general path answers 400
+            return None, None
+        query_at = target.find(63)
+        found = self._match_pattern(target if query_at < 0 else target[:query_at])
+        index = METHOD_INDEX.get(method)
+        if found is None or index is None:
+            return None, None
+        return found[0][index], found[1]
 
     def _match_pattern(self, raw_path: bytes) -> tuple[list[Any], dict[str, Any]] | None:
         """The pattern route of a path not matched exactly (still percent-encoded)."""
