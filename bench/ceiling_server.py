@@ -8,11 +8,16 @@ framework between the parser and the socket:
   with :func:`json.loads`, encode the result with :func:`json.dumps`, write head + body
   in one call.
 
+With ``--batch`` the answers to the requests of one read leave in one write (pipelined
+requests share each read and each write): the ceiling of the pipelined workload. Without
+it every answer is written on its own, which for one request per read is the same thing
+minus the bookkeeping.
+
 Keep-alive follows ``should_keep_alive()`` (HTTP/1.1 default, ``Connection: close``,
 HTTP/1.0). Anything else gets a prebuilt 404 or 405. There is no Date header, no
 logging, no backpressure and no size cap: this is a measuring stick, not a server.
 
-Run: ``python -m bench.ceiling_server --host 127.0.0.1 --port 8001``
+Run: ``python -m bench.ceiling_server --host 127.0.0.1 --port 8001 [--batch]``
 """
 
 from __future__ import annotations
@@ -125,13 +130,51 @@ class CeilingProtocol(asyncio.Protocol):
             transport.close()
 
 
-async def serve(host: str, port: int) -> None:
+class _BatchTransport:
+    """Collects the writes made while one read is parsed; BatchingProtocol sends them."""
+
+    __slots__ = ("transport", "parts")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def flush(self) -> None:
+        parts = self.parts
+        if parts:
+            self.transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
+            parts.clear()
+
+
+class BatchingProtocol(CeilingProtocol):
+    """CeilingProtocol whose answers to one read go out in one write."""
+
+    __slots__ = ("batch",)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.batch = _BatchTransport(transport)  # type: ignore[arg-type]
+        self.transport = self.batch  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self.batch.flush()
+
+
+async def serve(host: str, port: int, batch: bool = False) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = await loop.create_server(
-        CeilingProtocol, host, port, reuse_address=True, backlog=2048
+        BatchingProtocol if batch else CeilingProtocol, host, port, reuse_address=True,
+        backlog=2048,
     )
     async with server:
         await stop.wait()
@@ -141,8 +184,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--batch", action="store_true",
+                        help="send the answers to one read in one write (pipelining)")
     args = parser.parse_args(argv)
-    uvloop.run(serve(args.host, args.port))
+    uvloop.run(serve(args.host, args.port, args.batch))
 
 
 if __name__ == "__main__":
