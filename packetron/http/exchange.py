@@ -46,44 +46,26 @@ def start(protocol: "Connection", request: Request) -> None:
                 protocol.spawn(request, _run_global_chain(protocol, request, error,
                                                           global_plugins.befores))
                 return
-            for plugin in global_plugins.befores:
-                try:
-                    answered = plugin.handler(request, request.response)  # type: ignore[misc]
-                except Exception as exc:
-                    handler_failed(protocol, request, exc)
-                    return
-                if answered is True:
-                    finish(protocol, request, None)
-                    return
+            if _chain_answered(protocol, request, global_plugins.befores):
+                return
         answer_error(protocol, request, error)
         return
     local = route.plugins
     if route.local_plugins_only:
         chain = local.befores
-        afters = local.afters
         has_async = local.has_async
     else:
         chain = global_plugins.befores + local.befores if local.plugins else global_plugins.befores
-        afters = global_plugins.afters + local.afters if local.afters else global_plugins.afters
         has_async = global_plugins.has_async or local.has_async
-    if afters:
-        request.response.use_after_hooks(_by_priority(afters))
+    attach_afters(protocol, request)
     if request.expect_continue and not request.body_complete:
         protocol.write(wire.CONTINUE_RESPONSE)
     if route.needs_task or has_async or request.streaming:
         request.stage = STAGE_HANDLED
         protocol.spawn(request, run_async(protocol, request, chain))
         return
-    response = request.response
-    for plugin in chain:
-        try:
-            answered = plugin.handler(request, response)  # type: ignore[misc]
-        except Exception as exc:
-            handler_failed(protocol, request, exc)
-            return
-        if answered is True:
-            finish(protocol, request, None)
-            return
+    if _chain_answered(protocol, request, chain):
+        return
     if request.body_complete or request.discard_body:
         request.stage = STAGE_HANDLED
         call_handler(protocol, request)
@@ -91,22 +73,47 @@ def start(protocol: "Connection", request: Request) -> None:
         request.stage = STAGE_AWAITING_BODY  # the protocol calls call_handler at its end
 
 
+def _chain_answered(protocol: "Connection", request: Request, chain: tuple[Any, ...]) -> bool:
+    """Run synchronous plugin handlers in order; True once one has answered (returned
+    True) or failed, which then owns the answer."""
+    response = request.response
+    for plugin in chain:
+        try:
+            answered = plugin.handler(request, response)  # type: ignore[misc]
+        except Exception as exc:
+            handler_failed(protocol, request, exc)
+            return True
+        if answered is True:
+            finish(protocol, request, None)
+            return True
+    return False
+
+
 async def _run_global_chain(protocol: "Connection", request: Request, error: BaseException,
                             chain: tuple[Any, ...]) -> None:
     try:
-        for plugin in chain:
-            answered = plugin.handler(request, request.response)
-            if inspect.isawaitable(answered):
-                answered = await answered
-            if answered is True:
-                finish(protocol, request, None)
-                return
+        if await _chain_answered_async(protocol, request, chain):
+            return
     except ConnectionClosed:
         return
     except Exception as exc:
         handler_failed(protocol, request, exc)
         return
     answer_error(protocol, request, error)
+
+
+async def _chain_answered_async(protocol: "Connection", request: Request,
+                                chain: tuple[Any, ...]) -> bool:
+    """Run plugin handlers (sync or async) in order; True once one has answered. An
+    exception is the caller's to turn into an answer."""
+    for plugin in chain:
+        answered = plugin.handler(request, request.response)
+        if inspect.isawaitable(answered):
+            answered = await answered
+        if answered is True:
+            finish(protocol, request, None)
+            return True
+    return False
 
 
 def attach_afters(protocol: "Connection", request: Request) -> None:
@@ -116,17 +123,21 @@ def attach_afters(protocol: "Connection", request: Request) -> None:
     route = request.route
     if route is None:
         afters = global_afters
-    elif route.local_plugins_only:
-        afters = route.plugins.afters
     else:
-        afters = global_afters + route.plugins.afters
+        local_afters = route.plugins.afters
+        if route.local_plugins_only or not global_afters:
+            afters = local_afters
+        elif not local_afters:
+            afters = global_afters
+        else:  # each side is sorted already; only together do they need a sort
+            afters = _by_priority(global_afters + local_afters)
     if afters:
-        request.response.use_after_hooks(_by_priority(afters))
+        request.response.use_after_hooks(afters)
 
 
 def _by_priority(afters: tuple[Any, ...]) -> tuple[Any, ...]:
-    # Global and route plugins each come sorted; together they interleave by priority.
-    return tuple(sorted(afters, key=lambda p: -p.priority)) if len(afters) > 1 else afters
+    # Stable: equal priorities keep global before route, each in insertion order.
+    return tuple(sorted(afters, key=lambda p: -p.priority))
 
 
 def call_handler(protocol: "Connection", request: Request) -> None:
@@ -168,13 +179,8 @@ async def run_async(protocol: "Connection", request: Request, chain: tuple[Any, 
     route = request.route
     assert route is not None
     try:
-        for plugin in chain:
-            answered = plugin.handler(request, response)
-            if inspect.isawaitable(answered):
-                answered = await answered
-            if answered is True:
-                finish(protocol, request, None)
-                return
+        if await _chain_answered_async(protocol, request, chain):
+            return
         if route.is_async:
             result = await route.handler(request, response)
         else:
