@@ -135,6 +135,16 @@ def test_accept_backs_off_without_spinning_and_serves_again(kind: str, loop: str
         log.join()
 
 
+def _answer_head(client: socket.socket, request: bytes) -> bytes:
+    """Send `request` on `client` and return the head of the answer, lowercased."""
+    client.sendall(request)
+    client.settimeout(5)
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += client.recv(4096)
+    return answer.split(b"\r\n\r\n", 1)[0].lower()
+
+
 def test_upload_with_no_descriptor_left_is_503_and_the_connection_goes_on() -> None:
     proc, line = start_child([APP, "http"], nofile=NOFILE)
     log = ChildLog(proc)
@@ -145,15 +155,10 @@ def test_upload_with_no_descriptor_left_is_503_and_the_connection_goes_on() -> N
         client = held.pop()
         body = (b"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.txt\"\r\n"
                 b"\r\nhello\r\n--b--\r\n")
-        client.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data;"
-                       b" boundary=b\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
-                       + body)
-        client.settimeout(5)
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            answer += client.recv(4096)
-        head = answer.split(b"\r\n\r\n", 1)[0].lower()
-        assert head.startswith(b"http/1.1 503"), answer
+        head = _answer_head(client, b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                            b"multipart/form-data; boundary=b\r\nContent-Length: "
+                            + str(len(body)).encode() + b"\r\n\r\n" + body)
+        assert head.startswith(b"http/1.1 503"), head
         assert b"retry-after: 1" in head
         # The body was read whole: the connection serves the next request once the
         # server has a descriptor again.
@@ -179,14 +184,8 @@ def test_a_static_file_with_no_descriptor_left_is_503_not_404() -> None:
     try:
         port = int(line)
         held = _fill("http", port)  # the last one answered is kept alive: reuse it
-        client = held.pop()
-        client.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-        client.settimeout(5)
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            answer += client.recv(4096)
-        head = answer.split(b"\r\n\r\n", 1)[0].lower()
-        assert head.startswith(b"http/1.1 503"), answer
+        head = _answer_head(held[-1], b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert head.startswith(b"http/1.1 503"), head
         assert b"retry-after: 1" in head
         for sock in held:
             sock.close()
@@ -197,8 +196,5 @@ def test_a_static_file_with_no_descriptor_left_is_503_not_404() -> None:
     finally:
         for sock in held:
             sock.close()
-        client_close = locals().get("client")
-        if client_close is not None:
-            client_close.close()
         stop(proc, keep_stderr=True)
         log.join()
