@@ -7,9 +7,11 @@ directly, so nothing is downloaded at run time.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import pathlib
 import shutil
+from types import ModuleType
 from typing import Any, Iterator
 
 import pytest
@@ -50,3 +52,15 @@ def chromium(profile: pathlib.Path, prefs: dict[str, Any] | None = None) -> Iter
             yield driver
         finally:
             driver.quit()
+
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+
+
+def load_example(filename: str, module_name: str) -> ModuleType:
+    """Import examples/`filename` (the examples folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / filename)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -7,29 +7,19 @@ downloaded at run time.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import pathlib
 from typing import Any, Iterator
 
 import pytest
-
-from tests.browser import chromium, requires_chromium
 import requests
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.browser import chromium, load_example, requires_chromium
+
 pytestmark = [
     requires_chromium,
     pytest.mark.timeout(120),
 ]
-
-
-def load_example() -> Any:
-    spec = importlib.util.spec_from_file_location("site_server", ROOT / "examples" / "site_server.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -43,7 +33,7 @@ def test_upload_through_the_example_page(browser: Any, tmp_path: pathlib.Path) -
     from selenium.webdriver.support.ui import WebDriverWait
 
     storage = tmp_path / "storage"
-    server = load_example().build_server(storage, port=0)
+    server = load_example("site_server.py", "site_server").build_server(storage, port=0)
     server.start()
     try:
         content = os.urandom(700_000)

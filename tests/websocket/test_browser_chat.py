@@ -2,27 +2,17 @@
 through server.channels (Chromium also negotiates permessage-deflate)."""
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 from typing import Any, Iterator
 
 import pytest
 
-from tests.browser import chromium, requires_chromium
+from tests.browser import chromium, load_example, requires_chromium
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = [
     requires_chromium,
     pytest.mark.timeout(120),
 ]
-
-
-def load_chat() -> Any:
-    spec = importlib.util.spec_from_file_location("chat_example", ROOT / "examples" / "chat.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -35,7 +25,7 @@ def test_two_browser_windows_chat_across_two_workers(browser: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    server = load_chat().build_server(port=0)
+    server = load_example("chat.py", "chat_example").build_server(port=0)
     server.workers = 2
     server.start()
     try:
