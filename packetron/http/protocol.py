@@ -114,7 +114,7 @@ class HttpProtocol(asyncio.Protocol):
         "state", "loop", "parser", "transport", "peer_host",
         # limits and per-server settings, copied once per connection
         "_max_url", "_max_header_size", "_max_header_count", "_head_cap", "_access_log",
-        "_max_pipelined", "_lookup", "_targets", "_globals", "_patterns",
+        "_max_pipelined", "_lookup", "_targets", "_globals", "_patterns", "_pattern_found",
         # the request head being parsed
         "_url", "_raw_headers", "_data", "_host_count", "_special", "_content_length",
         "_content_type", "_connection_header", "_keep_alive_header", "_chunked", "_expect",
@@ -145,6 +145,9 @@ class HttpProtocol(asyncio.Protocol):
         self._targets = state.router.targets
         self._globals = state.global_plugins
         self._patterns = state.router.patterns  # updated in place as routes change
+        # (target, match) of the fast lane's pattern lookup for the head being answered,
+        # so the general path does not match the same target again.
+        self._pattern_found: tuple[bytes, Any] | None = None
         self._url = b""
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._data = b""  # the chunk being parsed
@@ -522,7 +525,9 @@ class HttpProtocol(asyncio.Protocol):
         params = None
         if slots is None and self._patterns:
             # Only when no exact route matched: exact routes pay nothing for patterns.
-            found = self._match_pattern(raw_path)
+            cached = self._pattern_found
+            found = cached[1] if cached is not None and cached[0] is target \
+                else self._match_pattern(raw_path)
             if found is not None:
                 slots, params = found
         index = METHOD_INDEX.get(method)
@@ -595,6 +600,7 @@ class HttpProtocol(asyncio.Protocol):
             return None, None
         query_at = target.find(63)
         found = self._match_pattern(target if query_at < 0 else target[:query_at])
+        self._pattern_found = (target, found)  # the same head's general path reuses it
         index = METHOD_INDEX.get(method)
         if found is None or index is None:
             return None, None
