@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import types
-from typing import Any, Callable, Iterable, TypeVar, overload
+from typing import Any, Callable, Iterable, Protocol, TypeVar, overload
 
 from packetron.errors import ConfigError, GlobalDataDisabled
 from packetron.globaldata import GlobalData
@@ -27,6 +27,47 @@ __all__ = ["Application"]
 
 # A handler's own type: decorators give back exactly the function they were given.
 H = TypeVar("H", bound=Callable[..., Any])
+
+
+class RouteRegistrar(Protocol):
+    """`server.get` and its siblings: `(path, handler)` registers and returns the Route;
+    `(path)` returns a decorator that registers and gives the function back unchanged."""
+
+    @overload
+    def __call__(self, route_path: str, handler: None = None,
+                 **options: Any) -> Callable[[H], H]: ...
+
+    @overload
+    def __call__(self, route_path: str, handler: H, **options: Any) -> Route: ...
+
+
+class _Shorthand:
+    """A route method with the HTTP method fixed (one descriptor instead of seven copies)."""
+
+    def __init__(self, method: RequestMethod) -> None:
+        self.method = method
+        self.__doc__ = f"handle(RequestMethod.{method.name}, route_path, handler, **options)"
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, app: None, owner: type) -> "_Shorthand": ...
+
+    @overload
+    def __get__(self, app: "Application", owner: type) -> RouteRegistrar: ...
+
+    def __get__(self, app: "Application | None", owner: type) -> Any:
+        if app is None:
+            return self
+        method = self.method
+
+        def register(route_path: str, handler: Any = None, **options: Any) -> Any:
+            return app.handle(method, route_path, handler, **options)
+
+        register.__name__ = self.name
+        register.__doc__ = self.__doc__
+        return register
 
 
 class Application:
@@ -278,82 +319,14 @@ class Application:
         self._lock = threading.Lock()
         self._on_routes_changed = None
 
-    @overload
-    def get(self, route_path: str, handler: None = None, **options: Any) -> Callable[[H], H]: ...
-
-    @overload
-    def get(self, route_path: str, handler: H, **options: Any) -> Route: ...
-
-    def get(self, route_path: str, handler: H | None = None,
-            **options: Any) -> Route | Callable[[H], H]:
-        """handle(RequestMethod.GET, route_path, handler, **options)."""
-        return self.handle(RequestMethod.GET, route_path, handler, **options)
-
-    @overload
-    def post(self, route_path: str, handler: None = None, **options: Any) -> Callable[[H], H]: ...
-
-    @overload
-    def post(self, route_path: str, handler: H, **options: Any) -> Route: ...
-
-    def post(self, route_path: str, handler: H | None = None,
-            **options: Any) -> Route | Callable[[H], H]:
-        """handle(RequestMethod.POST, route_path, handler, **options)."""
-        return self.handle(RequestMethod.POST, route_path, handler, **options)
-
-    @overload
-    def put(self, route_path: str, handler: None = None, **options: Any) -> Callable[[H], H]: ...
-
-    @overload
-    def put(self, route_path: str, handler: H, **options: Any) -> Route: ...
-
-    def put(self, route_path: str, handler: H | None = None,
-            **options: Any) -> Route | Callable[[H], H]:
-        """handle(RequestMethod.PUT, route_path, handler, **options)."""
-        return self.handle(RequestMethod.PUT, route_path, handler, **options)
-
-    @overload
-    def delete(self, route_path: str, handler: None = None, **options: Any) -> Callable[[H], H]: ...
-
-    @overload
-    def delete(self, route_path: str, handler: H, **options: Any) -> Route: ...
-
-    def delete(self, route_path: str, handler: H | None = None,
-            **options: Any) -> Route | Callable[[H], H]:
-        """handle(RequestMethod.DELETE, route_path, handler, **options)."""
-        return self.handle(RequestMethod.DELETE, route_path, handler, **options)
-
-    @overload
-    def head(self, route_path: str, handler: None = None, **options: Any) -> Callable[[H], H]: ...
-
-    @overload
-    def head(self, route_path: str, handler: H, **options: Any) -> Route: ...
-
-    def head(self, route_path: str, handler: H | None = None,
-            **options: Any) -> Route | Callable[[H], H]:
-        """handle(RequestMethod.HEAD, route_path, handler, **options)."""
-        return self.handle(RequestMethod.HEAD, route_path, handler, **options)
-
-    @overload
-    def patch(self, route_path: str, handler: None = None, **options: Any) -> Callable[[H], H]: ...
-
-    @overload
-    def patch(self, route_path: str, handler: H, **options: Any) -> Route: ...
-
-    def patch(self, route_path: str, handler: H | None = None,
-            **options: Any) -> Route | Callable[[H], H]:
-        """handle(RequestMethod.PATCH, route_path, handler, **options)."""
-        return self.handle(RequestMethod.PATCH, route_path, handler, **options)
-
-    @overload
-    def options(self, route_path: str, handler: None = None, **options: Any) -> Callable[[H], H]: ...
-
-    @overload
-    def options(self, route_path: str, handler: H, **options: Any) -> Route: ...
-
-    def options(self, route_path: str, handler: H | None = None,
-            **options: Any) -> Route | Callable[[H], H]:
-        """handle(RequestMethod.OPTIONS, route_path, handler, **options)."""
-        return self.handle(RequestMethod.OPTIONS, route_path, handler, **options)
+    # server.get(path) / server.get(path, handler) ... : handle() with the method fixed.
+    get = _Shorthand(RequestMethod.GET)
+    post = _Shorthand(RequestMethod.POST)
+    put = _Shorthand(RequestMethod.PUT)
+    delete = _Shorthand(RequestMethod.DELETE)
+    head = _Shorthand(RequestMethod.HEAD)
+    patch = _Shorthand(RequestMethod.PATCH)
+    options = _Shorthand(RequestMethod.OPTIONS)
 
     @property
     def routes(self) -> list[Route]:
