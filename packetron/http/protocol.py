@@ -118,7 +118,7 @@ class HttpProtocol(asyncio.Protocol):
         # the request head being parsed
         "_url", "_raw_headers", "_data", "_host_count", "_special", "_content_length",
         "_content_type", "_connection_header", "_keep_alive_header", "_chunked", "_expect",
-        "_head_started", "_head_bytes", "_line_chunk", "_line_more", "_scan_data", "_scan_pos",
+        "_head_started", "_clock", "_head_bytes", "_line_chunk", "_line_more", "_scan_data", "_scan_pos",
         # requests: being parsed, being answered, waiting their turn
         "_current", "_active", "_queue",
         # connection state
@@ -130,6 +130,9 @@ class HttpProtocol(asyncio.Protocol):
     def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
         self.state = state
         self.loop = loop
+        # Timestamps are the loop's time when the event happens (not the once-a-second
+        # tick's), so a timeout never fires before its configured value.
+        self._clock = loop.time
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer_host = ""
@@ -173,8 +176,8 @@ class HttpProtocol(asyncio.Protocol):
         self._closing = False     # input is discarded (after an error or an upgrade)
         self.reuse = True        # the connection may serve another request
         self._deferred_error: bytes | None = None
-        self._idle_since = state.now
-        self._last_data = state.now
+        self._idle_since = loop.time()
+        self._last_data = loop.time()
         self._paused = 0
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -198,7 +201,7 @@ class HttpProtocol(asyncio.Protocol):
             pass  # a transport that does not tell: asyncio's default mark
         peer = transport.get_extra_info("peername")
         self.peer_host = peer[0] if isinstance(peer, tuple) else (peer or "")
-        self._idle_since = self.state.now
+        self._idle_since = self._clock()
         self.state.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -333,22 +336,13 @@ class HttpProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------ parser callbacks
 
-    # There is no on_message_begin: httptools then skips that call, and the first piece of
-    # the URL, which every request has, marks the start of a new head instead.
-
-    def on_url(self, url: bytes) -> None:
-        if self._head_started:
-            url = self._url + url  # the target arrived in several pieces
-            if len(url) > self._max_url:
-                raise UriTooLong("URI Too Long")
-            self._url = url
-            return
+    def on_message_begin(self) -> None:
+        # The head's first byte (its method's): header_timeout counts from here, so a
+        # method trickled in byte by byte is timed as a head, not as an idle connection.
         # loop.time() is never 0, so a set _head_started always reads as true.
-        self._head_started = self.state.now
+        self._head_started = self._clock()
         self._head_bytes = -1
-        if len(url) > self._max_url:
-            raise UriTooLong("URI Too Long")
-        self._url = url
+        self._url = b""
         self._raw_headers = []
         self._host_count = 0
         self._keep_alive_header = False
@@ -359,6 +353,13 @@ class HttpProtocol(asyncio.Protocol):
             self._connection_header = False
             self._chunked = False
             self._expect = False
+
+    def on_url(self, url: bytes) -> None:
+        if self._url:
+            url = self._url + url  # the target arrived in several pieces
+        if len(url) > self._max_url:
+            raise UriTooLong("URI Too Long")
+        self._url = url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Sizes are checked once per head in on_headers_complete (and growth is bounded
@@ -483,7 +484,7 @@ class HttpProtocol(asyncio.Protocol):
     def _dispatch_head(self, parser: httptools.HttpRequestParser, keep_alive: bool,
                        method: bytes) -> None:
         """Every head but the common one: versions, bodies, errors, pipelining."""
-        self._last_data = self.state.now  # a body's timeout counts from the end of its head
+        self._last_data = self._clock()  # a body's timeout counts from the end of its head
         target = self._url
         data = self._data
         at = len(method) + len(target) + 1
@@ -658,7 +659,7 @@ class HttpProtocol(asyncio.Protocol):
         request = self._current
         if request is None:
             return
-        self._last_data = self.state.now
+        self._last_data = self._clock()
         size = request.body_size + len(body)
         request.body_size = size
         cap = request.body_cap
@@ -801,7 +802,7 @@ class HttpProtocol(asyncio.Protocol):
         if request is self._active and request.body_complete and not self._queue \
                 and not self._access_log:
             self._active = None
-            self._idle_since = self.state.now
+            self._idle_since = self._clock()
         else:
             self.response_finished(request)
 
@@ -883,7 +884,7 @@ class HttpProtocol(asyncio.Protocol):
         finally:
             self._starting = False
         if self._active is None and not queue:
-            self._idle_since = self.state.now
+            self._idle_since = self._clock()
 
     # ------------------------------------------------------------ flow control
 

@@ -31,6 +31,11 @@ def server(make_server):
     return server.start()
 
 
+def wait_readable(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server has written (or closed) within `seconds`."""
+    return bool(select.select([sock], [], [], seconds)[0])
+
+
 def send_and_read(port: int, payload: bytes, timeout: float = 5.0) -> bytes:
     with connect(port, timeout) as sock:
         sock.sendall(payload)
@@ -204,8 +209,26 @@ def test_slowloris_head_gets_408(server) -> None:
         sock.settimeout(5)
         raw += read_until_closed(sock)
     assert status_of(raw) == 408
-    assert time.monotonic() - started < 4.5
+    assert 1.0 <= time.monotonic() - started < 4.5
     assert still_serves(server.port)
+
+
+def test_a_method_sent_byte_by_byte_is_timed_from_its_first_byte(server) -> None:
+    """The method counts as part of the head: 408 at header_timeout from the "G" (never
+    before it), not a silent close at the keep-alive timeout."""
+    with connect(server.port, timeout=10) as sock:
+        started = time.monotonic()
+        try:
+            for byte in b"GET":
+                sock.sendall(bytes([byte]))
+                if wait_readable(sock, 0.4):
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        raw = read_until_closed(sock)
+        elapsed = time.monotonic() - started
+    assert status_of(raw) == 408
+    assert 1.0 <= elapsed < 3.0  # header_timeout 1 s, checked once a second
 
 
 def test_idle_keep_alive_connection_is_closed(server) -> None:
@@ -215,7 +238,7 @@ def test_idle_keep_alive_connection_is_closed(server) -> None:
         assert response.status_code == 200
         started = time.monotonic()
         assert sock.recv(10) == b""  # the server closes the idle connection
-    assert time.monotonic() - started < 3.5
+    assert 1.0 <= time.monotonic() - started < 3.5  # never before keep_alive_timeout
 
 
 def test_stalled_body_gets_408(server) -> None:
