@@ -54,6 +54,7 @@ def build_head(
     extra_headers: list[tuple[str, str]] | None,
     connection: bytes,
     omit_length: bool = False,
+    checked: bool = False,
 ) -> bytes:
     """The status line and header block of a response, ending with the blank line.
 
@@ -66,6 +67,8 @@ def build_head(
         connection: b"", CLOSE_HEADER or KEEP_ALIVE_HEADER.
         omit_length: write neither Content-Length nor Transfer-Encoding (1xx, 204, 304,
             and the head of a bodiless HEAD answer).
+        checked: `extra_headers` were checked for line breaks already (Response.set_header
+            does), so they are joined and encoded at once.
 
     Raises:
         ValueError: a header contains CR or LF.
@@ -79,7 +82,12 @@ def build_head(
         parts.append(CHUNKED_HEADER)
     else:
         parts.append(b"content-length: %d\r\n" % content_length)
-    if extra_headers:
+    if not extra_headers:
+        pass
+    elif checked:
+        parts.append("".join([f"{name}: {value}\r\n" for name, value in extra_headers])
+                     .encode("latin-1"))
+    else:
         for name, value in extra_headers:
             parts.append(header_line(name, value))
     if connection:

@@ -5,7 +5,9 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import re
+import uuid
 
 import pytest
 
@@ -307,6 +309,28 @@ def test_request_ids_must_be_short_visible_ascii(value, valid: bool) -> None:
 
 def test_new_request_ids_differ() -> None:
     assert request_id_of(None) != request_id_of(None)
+
+
+def test_new_request_ids_are_version_4_uuids() -> None:
+    for _ in range(200):
+        parsed = uuid.UUID(hex=request_id_of(None))
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_forked_workers_make_different_request_ids() -> None:
+    """Workers are forked from one process: each must draw its own ids."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child writes one id and leaves at once
+        os.write(write_end, request_id_of(None).encode())
+        os._exit(0)
+    os.close(write_end)
+    try:
+        child_id = os.read(read_end, 64).decode()
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    assert len(child_id) == 32 and child_id != request_id_of(None)
 
 
 def test_request_id_checks_its_header_name() -> None:
