@@ -1272,11 +1272,13 @@ def _git_state() -> dict[str, Any]:
                                   text=True, timeout=10, check=False)
         except (OSError, subprocess.TimeoutExpired):
             return ""
-        return done.stdout.strip() if done.returncode == 0 else ""
+        return done.stdout if done.returncode == 0 else ""
 
+    # Porcelain lines are "XY path": stripping the whole output first would eat the
+    # leading space of " M path" and with it the path's first letter.
     changed = git("status", "--porcelain", "--", "packetron")
-    return {"commit": git("rev-parse", "--short", "HEAD") or None,
-            "packetron_uncommitted": [line[3:] for line in changed.splitlines()]}
+    return {"commit": git("rev-parse", "--short", "HEAD").strip() or None,
+            "packetron_uncommitted": [line[3:] for line in changed.splitlines() if line]}
 
 
 def _names(text: str, known: tuple[str, ...], what: str,
