@@ -303,11 +303,14 @@ class PatternTable(Generic[T]):
                             for s in segments]
             except UnicodeDecodeError:
                 return None
+        found = _descend(self._root, segments)
+        if found is not None:
+            return found
         values: list[Any] = []
-        found = _walk(self._root, segments, 0, len(segments), values)
-        if found is None:
+        walked = _walk(self._root, segments, 0, len(segments), values)
+        if walked is None:
             return None
-        slots, names = found
+        slots, names = walked
         return slots, dict(zip(names, values))
 
     # ------------------------------------------------------------ introspection
@@ -326,6 +329,37 @@ class PatternTable(Generic[T]):
     def __bool__(self) -> bool:
         # Explicit so the hot path's `if patterns:` is one attribute read, not __len__.
         return self._count > 0
+
+
+def _descend(node: _Node[T], segments: list[str]) -> tuple[list[T | None], dict[str, Any]] | None:
+    """The first path of _walk's depth-first order, as a loop: at each segment the best
+    child (literal, then int, then str, then a path tail). When that path ends in a
+    pattern, it is the one _walk would return; when it dead-ends, None, and _walk's
+    backtracking search decides (so most matches cost no recursion)."""
+    values: list[Any] = []
+    for index, segment in enumerate(segments):
+        child = node.literals.get(segment)
+        if child is None:
+            child = node.int_child
+            if child is not None and 0 < len(segment) <= _INT_MAX_DIGITS \
+                    and segment.isascii() and segment.isdigit():
+                values.append(int(segment))
+            else:
+                child = node.str_child
+                if child is not None and segment and "\x00" not in segment:
+                    values.append(segment)
+                elif node.path_slots is not None:
+                    value = _path_value(segments, index)
+                    if value is None:
+                        return None
+                    values.append(value)
+                    return node.path_slots, dict(zip(node.path_names, values))
+                else:
+                    return None
+        node = child
+    if node.slots is None:
+        return None
+    return node.slots, dict(zip(node.names, values))
 
 
 def _walk(node: _Node[T], segments: list[str], index: int, end: int,

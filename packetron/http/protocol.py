@@ -621,7 +621,7 @@ class HttpProtocol(asyncio.Protocol):
             path = raw_path.decode("utf-8")
         except UnicodeDecodeError:
             return None
-        return self.state.router.match(path.strip("/"))
+        return self._patterns.match(path.strip("/"))  # what Router.match does, one call less
 
     def _check_protocol(self, method: bytes, target: bytes) -> None:
         """Refuse a request line naming RTSP/ or ICE/ instead of HTTP/ (llhttp accepts

@@ -363,3 +363,40 @@ def test_many_patterns_match_the_right_one() -> None:
         patterns.add(GET, f"r{i}/{{id:int}}", f"e{i}")
     assert matched(patterns, "r57/3") == ("e57", {"id": 3})
     assert patterns.match("r100/3") is None
+
+
+def test_the_loop_finds_what_the_backtracking_search_finds() -> None:
+    """match() tries one path without recursion before the full search: over random
+    tables and paths, its answers must be those of the search alone."""
+    import random
+
+    from packetron.http import patterns as module
+
+    rng = random.Random(20261203)
+    pieces = ["a", "b", "7", "{x}", "{n:int}", "{p:path}"]
+    words = ["a", "b", "7", "42", "zz", "%2F", "..", "", "x%00y"]
+    for _ in range(300):
+        entries: PatternTable[str] = PatternTable()
+        for _ in range(rng.randint(1, 8)):
+            parts = [rng.choice(pieces) for _ in range(rng.randint(1, 4))]
+            if any(part == "{p:path}" for part in parts[:-1]):
+                continue  # a path parameter only ends a pattern
+            # Unique names per pattern: the same shape twice with other names conflicts.
+            named = [part.replace("{x}", f"{{x{i}}}").replace("{n:", f"{{n{i}:")
+                     .replace("{p:", f"{{p{i}:") for i, part in enumerate(parts)]
+            try:
+                entries.add(GET, "/".join(named), "/".join(named))
+            except ConfigError:
+                continue
+        for _ in range(20):
+            raw = "/".join(rng.choice(words) for _ in range(rng.randint(1, 5)))
+            searched = entries.match(raw)
+            values: list = []
+            segments = [module.unquote_to_bytes(s).decode("utf-8", "replace") if "%" in s
+                        else s for s in raw.split("/")]
+            walked = module._walk(entries._root, segments, 0, len(segments), values)
+            expected = None if walked is None else (walked[0], dict(zip(walked[1], values)))
+            if searched is None or expected is None:
+                assert searched is None and expected is None, raw
+            else:
+                assert searched[0] is expected[0] and searched[1] == expected[1], raw
