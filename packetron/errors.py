@@ -252,7 +252,7 @@ class NoPortOpened(NetError):
 # ---------------------------------------------------------------- faults from outside
 
 __all__ += ["ServiceUnavailable", "InsufficientStorage", "GlobalDataUnavailable",
-            "SharedStoreUnavailable"]
+            "ChannelsUnavailable", "SharedStoreUnavailable"]
 
 
 class ServiceUnavailable(HttpError):
@@ -278,6 +278,15 @@ class GlobalDataUnavailable(ServiceUnavailable):
     Nothing has to be restarted: calls work again once the store is back. Not caught in
     a handler, it is answered 503; its message names the backend and what failed, never
     an address or a password.
+    """
+
+
+class ChannelsUnavailable(ServiceUnavailable):
+    """`server.channels` cannot reach Redis, or Redis did not answer within its timeout.
+
+    Raised by publish (a publish that timed out may still be delivered once Redis
+    answers) and by subscribe; existing subscriptions resubscribe by themselves when Redis
+    is back. Not caught in a handler, it is answered 503.
     """
 
 

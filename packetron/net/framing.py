@@ -14,6 +14,7 @@ raises again, because the stream position is lost and the connection must close.
 """
 from __future__ import annotations
 
+import codecs
 import struct
 from dataclasses import dataclass
 from typing import Callable, Literal, TypeVar
@@ -55,6 +56,27 @@ def _length_struct(header_size: int, byte_order: str) -> struct.Struct:
 def _check_max(name: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def _check_text_encoding(encoding: str) -> None:
+    """Refuse, at construction, a codec that does not exist or that does not turn bytes
+    into str (base64, rot13, zlib...): `feed` would otherwise fail on the first line."""
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise ConfigError(f"unknown encoding {encoding!r}") from None
+    try:
+        "".encode(encoding)
+        b"".decode(encoding)
+    except LookupError:
+        raise ConfigError(f"encoding {encoding!r} is not a text encoding") from None
+
+
+def _decode_reason(exc: ValueError) -> str:
+    """What a codec said about bytes it could not decode, in a few words."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"{exc.reason} at byte {exc.start}"
+    return str(exc) or type(exc).__name__
 
 
 def _as_payload(msg: str | Buffer) -> bytes:
@@ -212,7 +234,8 @@ class LineFramer:
             past it raises FrameTooLarge before its delimiter arrives.
 
     Raises:
-        ConfigError: an option is out of range.
+        ConfigError: an option is out of range, or `encoding` names no codec, or one
+            that is not a text encoding (base64, rot13, ...).
     """
 
     __slots__ = ("delimiter", "encoding", "max_line_size", "_buf", "_scanned", "_error")
@@ -227,7 +250,7 @@ class LineFramer:
             raise ConfigError(f"delimiter must be non-empty bytes, got {delimiter!r}")
         _check_max("max_line_size", max_line_size)
         if encoding is not None:
-            "".encode(encoding)  # an unknown codec fails here, not on the first line
+            _check_text_encoding(encoding)  # a bad codec fails here, not on the first line
         self.delimiter = bytes(delimiter)
         self.encoding = encoding
         self.max_line_size = max_line_size
@@ -280,7 +303,8 @@ class LineFramer:
 
         Raises:
             FrameTooLarge: a line is, or has grown, over max_line_size.
-            FramingError: a line could not be decoded with `encoding`.
+            FramingError: a line could not be decoded with `encoding` (whatever the
+                codec raised; it is the error's context).
         """
         if self._error is not None:
             raise type(self._error)(str(self._error))
@@ -318,10 +342,14 @@ class LineFramer:
             self._scanned = 0
         if self.encoding is None:
             return raw
+        encoding = self.encoding
         try:
-            return [line.decode(self.encoding) for line in raw]
-        except UnicodeDecodeError as exc:
-            self._fail(FramingError(f"line is not valid {self.encoding}: {exc.reason}"))
+            return [line.decode(encoding) for line in raw]
+        except ValueError as exc:
+            # UnicodeDecodeError from most codecs, a bare UnicodeError from some (idna,
+            # punycode), ValueError from a third-party one: all mean the peer sent bytes
+            # that are not text in this encoding, and the stream cannot be trusted after.
+            self._fail(FramingError(f"line is not valid {encoding}: {_decode_reason(exc)}"))
             raise AssertionError("unreachable") from None
 
     def _check_partial(self, buf: bytearray) -> None:

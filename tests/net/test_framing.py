@@ -247,8 +247,76 @@ def test_line_framer_default_max_is_64_kib():
 @pytest.mark.parametrize("kwargs", [{"delimiter": b""}, {"delimiter": "\n"},
                                     {"max_line_size": -5}, {"encoding": "no-such-codec"}])
 def test_line_framer_rejects_bad_options(kwargs):
-    with pytest.raises((ConfigError, LookupError)):
+    with pytest.raises(ConfigError):
         LineFramer(**kwargs)
+
+
+def test_line_framer_unknown_encoding_is_a_config_error_naming_it():
+    with pytest.raises(ConfigError) as raised:
+        LineFramer(encoding="no-such-codec")
+    assert type(raised.value) is ConfigError
+    assert str(raised.value) == "unknown encoding 'no-such-codec'"
+    assert not isinstance(raised.value, LookupError)
+    with pytest.raises(ConfigError) as raised:
+        LineFramer(encoding=7)  # type: ignore[arg-type]
+    assert str(raised.value) == "unknown encoding 7"
+
+
+@pytest.mark.parametrize("codec", ["base64", "rot13", "hex"])
+def test_line_framer_refuses_a_codec_that_is_not_a_text_encoding(codec):
+    # codecs.lookup() knows them, but bytes.decode() refuses them: caught at construction.
+    with pytest.raises(ConfigError) as raised:
+        LineFramer(encoding=codec)
+    assert type(raised.value) is ConfigError
+    assert str(raised.value) == f"encoding {codec!r} is not a text encoding"
+
+
+@pytest.mark.parametrize(("data", "cause", "message"), [
+    # idna raises a bare UnicodeError for a malformed punycode label...
+    (b"ok\nxn--zz\n", UnicodeError,
+     "line is not valid idna: decoding with 'idna' codec failed (UnicodeError: decoding "
+     "with 'punycode' codec failed (UnicodeError: incomplete punicode string))"),
+    # ...and a UnicodeDecodeError (a subclass) for a byte over 127.
+    (b"ok\n\xff\n", UnicodeDecodeError,
+     "line is not valid idna: ordinal not in range(128) at byte 0"),
+])
+def test_line_framer_idna_decoding_failure_is_a_sticky_framing_error(data, cause, message):
+    framer = LineFramer(encoding="idna")
+    assert framer.feed(b"example.com\n") == ["example.com"]
+    with pytest.raises(FramingError) as raised:
+        framer.feed(data)
+    assert type(raised.value) is FramingError
+    assert str(raised.value) == message
+    assert type(raised.value.__context__) is cause  # the codec's own error, for the log
+    # Sticky: the stream position is lost, so even a valid line fails the same way.
+    for later in (b"example.org\n", b""):
+        with pytest.raises(FramingError) as again:
+            framer.feed(later)
+        assert type(again.value) is FramingError
+        assert str(again.value) == message
+
+
+def test_line_framer_invalid_utf8_is_sticky_with_its_position():
+    framer = LineFramer()
+    with pytest.raises(FramingError) as raised:
+        framer.feed(b"caf\xc3\n")
+    assert type(raised.value) is FramingError
+    message = "line is not valid utf-8: unexpected end of data at byte 3"
+    assert str(raised.value) == message
+    with pytest.raises(FramingError) as again:
+        framer.feed(b"fine\n")
+    assert type(again.value) is FramingError and str(again.value) == message
+
+
+def test_line_framer_decoding_error_of_any_codec_is_a_framing_error():
+    # A codec may raise any ValueError for bytes it cannot decode (utf-16: odd length).
+    framer = LineFramer(delimiter=b"\n\x00", encoding="utf-16-le")
+    with pytest.raises(FramingError) as raised:
+        framer.feed(b"a\x00b\n\x00")
+    assert type(raised.value) is FramingError
+    assert str(raised.value) == "line is not valid utf-16-le: truncated data at byte 2"
+    with pytest.raises(FramingError):
+        framer.feed(b"a\x00\n\x00")
 
 
 def test_line_framer_long_line_byte_by_byte_is_linear():

@@ -105,7 +105,11 @@ class Subscription:
     async def __aenter__(self) -> "Subscription":
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        await self._channels._ready(self.name)
+        try:
+            await self._channels._ready(self.name)
+        except BaseException:
+            self.close()  # not entered: nothing else would end it (or its Redis SUBSCRIBE)
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
