@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from urllib.parse import urlsplit
 
 from packetron.errors import ConfigError, GlobalDataUnavailable, PacketronError
-from packetron.globaldata.outage import OutageLog
+from packetron.globaldata.outage import (RETRY_FIRST_DELAY_SECONDS, RETRY_MAX_DELAY_SECONDS,
+                                         UNAVAILABLE_REPLIES, OutageLog, RetryGate)
 from packetron.globaldata.values import JsonValue, check_key, decode, encode
 
 if TYPE_CHECKING:  # pragma: no cover - the redis package is an optional extra
@@ -23,17 +24,6 @@ T = TypeVar("T")
 # the event loop, so this is also the longest a worker can stall on a Redis that does
 # not answer (redis-py's own default is 5 s; none at all before version 6).
 DEFAULT_REDIS_TIMEOUT_SECONDS = 2.0
-# After a failed call, calls fail at once (no connection attempt) for a while, so a Redis
-# that is away costs one timeout per period, not one per request: RETRY_FIRST_DELAY
-# doubling to RETRY_MAX_DELAY, and at least twice what the failed call took (a worker
-# then spends at most a third of its time waiting on a Redis that does not answer).
-RETRY_FIRST_DELAY_SECONDS = 0.05
-RETRY_MAX_DELAY_SECONDS = 1.0
-# Error replies that mean "not now" rather than "wrong command": out of memory, a
-# read-only replica, a primary that is down, a script running, the dataset loading.
-UNAVAILABLE_REPLIES = ("OOM", "READONLY", "MASTERDOWN", "BUSY", "LOADING", "TRYAGAIN",
-                       "CLUSTERDOWN")
-
 # Keeps packetron's keys apart from anything else stored in a shared Redis.
 DEFAULT_REDIS_PREFIX = "packetron:globaldata:"
 
@@ -105,16 +95,11 @@ class RedisGlobalData:
                 retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
         except ValueError as exc:
             raise ConfigError(f"invalid Redis URL {url!r}: {exc}") from None
-        self._outage_errors: tuple[type[BaseException], ...] = (
-            redis.ConnectionError, redis.TimeoutError)
-        self._timeout_error: type[BaseException] = redis.TimeoutError
-        self._reply_error: type[BaseException] = redis.ResponseError
+        self._call_errors: tuple[type[BaseException], ...] = (
+            redis.ConnectionError, redis.TimeoutError, redis.ResponseError)
         self.timeout = float(timeout)
-        # Calls fail at once until this monotonic time (0.0: Redis answered last time).
-        self._retry_at = 0.0
-        self._retry_delay = RETRY_FIRST_DELAY_SECONDS
-        self._last_reason = ""
-        self._outage = OutageLog(f"global data ({self._where(url)})")
+        self._gate = RetryGate(OutageLog(f"global data ({self._where(url)})"), self.timeout,
+                               (redis.TimeoutError,), redis.ResponseError)
         # Only hashes the script; it is loaded on first use (and again after a
         # server restart, which forgets loaded scripts).
         self._compare_and_set = self._client.register_script(_REDIS_CAS_SCRIPT)
@@ -138,45 +123,22 @@ class RedisGlobalData:
     def _run(self, op: Callable[..., T], *args: Any) -> T:
         """Run one data operation: at once GlobalDataUnavailable while a recent failure
         says Redis is away; an outage error becomes GlobalDataUnavailable."""
-        retry_at = self._retry_at
-        if retry_at:
-            now = time.monotonic()
-            if now < retry_at:
-                self._outage.failed(self._last_reason)  # counted; logged once per interval
-                raise GlobalDataUnavailable(
-                    f"global data (Redis) is unavailable: {self._last_reason} (next "
-                    f"attempt in {retry_at - now:.2f} s)")
+        gate = self._gate
+        refusal = gate.refusal()
+        if refusal is not None:
+            raise GlobalDataUnavailable(f"global data (Redis) is unavailable: {refusal}")
         started = time.monotonic()
         try:
             result = op(*args)
-        except self._outage_errors as exc:
-            raise self._failed(exc, started) from exc
-        except self._reply_error as exc:
-            if not str(exc).startswith(UNAVAILABLE_REPLIES):
-                raise
-            raise self._failed(exc, started) from exc
-        if retry_at:
-            self._retry_at = 0.0
-            self._retry_delay = RETRY_FIRST_DELAY_SECONDS
-            self._outage.recovered()
+        except self._call_errors as exc:
+            reason = gate.failed(exc, started)
+            if reason is None:
+                raise  # an error reply about the command itself
+            raise GlobalDataUnavailable(
+                f"global data (Redis) is unavailable: {reason}") from exc
+        if gate.retry_at:
+            gate.succeeded()
         return result
-
-    def _failed(self, exc: BaseException, started: float) -> GlobalDataUnavailable:
-        now = time.monotonic()
-        # The exception's own text (in the log, and as __cause__) names the address;
-        # the error's message, which may reach a client as a 503's reason, does not.
-        if isinstance(exc, self._timeout_error):
-            reason = f"no answer within {self.timeout:g} s"
-        elif isinstance(exc, self._reply_error):
-            reason = f"it refused the command ({str(exc).split(' ', 1)[0]})"
-        else:
-            reason = "cannot connect, or the connection was lost"
-        self._last_reason = reason
-        # Wait at least twice what the failed call took (see RETRY_FIRST_DELAY_SECONDS).
-        self._retry_at = now + max(self._retry_delay, 2 * (now - started))
-        self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_DELAY_SECONDS)
-        self._outage.failed(f"{reason}: {exc}")
-        return GlobalDataUnavailable(f"global data (Redis) is unavailable: {reason}")
 
     def _name(self, key: str) -> str:
         if self._closed:

@@ -38,9 +38,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from packetron.errors import ChannelsUnavailable, ConfigError
-from packetron.globaldata.outage import OUTAGE_LOG_INTERVAL_SECONDS, OutageLog
-from packetron.globaldata.redis import (DEFAULT_REDIS_TIMEOUT_SECONDS, RETRY_FIRST_DELAY_SECONDS,
-                                        RETRY_MAX_DELAY_SECONDS, UNAVAILABLE_REPLIES)
+from packetron.globaldata.outage import OUTAGE_LOG_INTERVAL_SECONDS, OutageLog, RetryGate
+from packetron.globaldata.redis import DEFAULT_REDIS_TIMEOUT_SECONDS
 from packetron.http.channels import LocalChannels
 from packetron.http.channels.codec import check_name, decode, encode
 from packetron.log import server_logger
@@ -116,16 +115,13 @@ class RedisChannels(LocalChannels):
         self.prefix = prefix
         self.timeout = float(effective) if effective else float(timeout)
         self.heartbeat = float(heartbeat)
-        self._outage_errors: tuple[type[BaseException], ...] = (
-            redis_asyncio.ConnectionError, redis_asyncio.TimeoutError, TimeoutError)
-        self._timeout_errors: tuple[type[BaseException], ...] = (
-            redis_asyncio.TimeoutError, TimeoutError)
-        self._reply_error: type[BaseException] = redis_asyncio.ResponseError
-        # Publishes fail at once until this monotonic time (0.0: the last one worked).
-        self._retry_at = 0.0
-        self._retry_delay = RETRY_FIRST_DELAY_SECONDS
-        self._last_reason = ""
-        self._publish_outage = OutageLog(f"channels' Redis ({_where(url)})")
+        self._call_errors: tuple[type[BaseException], ...] = (
+            redis_asyncio.ConnectionError, redis_asyncio.TimeoutError, TimeoutError,
+            redis_asyncio.ResponseError)
+        # Publishes fail at once for a while after one failed for want of Redis.
+        self._publish_gate = RetryGate(OutageLog(f"channels' Redis ({_where(url)})"),
+                                       self.timeout, (redis_asyncio.TimeoutError, TimeoutError),
+                                       redis_asyncio.ResponseError)
         self._link: _RedisLink | None = None
 
     def _client_module(self) -> Any:
@@ -172,26 +168,20 @@ class RedisChannels(LocalChannels):
         raw_name = check_name(name)
         wire = encode(message).wire()
         channel = self.prefix.encode("utf-8") + raw_name
-        retry_at = self._retry_at
-        if retry_at:
-            now = time.monotonic()
-            if now < retry_at:
-                self._publish_outage.failed(self._last_reason)  # counted, logged per interval
-                raise ChannelsUnavailable(f"channels (Redis) are unavailable: {self._last_reason}"
-                                         f" (next attempt in {retry_at - now:.2f} s)")
+        gate = self._publish_gate
+        refusal = gate.refusal()
+        if refusal is not None:
+            raise ChannelsUnavailable(f"channels (Redis) are unavailable: {refusal}")
         started = time.monotonic()
         try:
             await self._publish(channel, wire)
-        except self._outage_errors as exc:
-            raise self._publish_failed(exc, started) from exc
-        except self._reply_error as exc:
-            if not str(exc).startswith(UNAVAILABLE_REPLIES):
-                raise
-            raise self._publish_failed(exc, started) from exc
-        if retry_at:
-            self._retry_at = 0.0
-            self._retry_delay = RETRY_FIRST_DELAY_SECONDS
-            self._publish_outage.recovered()
+        except self._call_errors as exc:
+            reason = gate.failed(exc, started)
+            if reason is None:
+                raise  # an error reply about the command itself
+            raise ChannelsUnavailable(f"channels (Redis) are unavailable: {reason}") from exc
+        if gate.retry_at:
+            gate.succeeded()
 
     async def _publish(self, channel: bytes, wire: bytes) -> None:
         link = self._current_link(create=False)
@@ -207,24 +197,6 @@ class RedisChannels(LocalChannels):
                 await client.aclose()
             except Exception as exc:  # a broken connection: nothing left to release
                 server_logger.debug("channels: closing a Redis client failed: %r", exc)
-
-    def _publish_failed(self, exc: BaseException, started: float) -> ChannelsUnavailable:
-        now = time.monotonic()
-        # The redis error (in the log, and as __cause__) names the address; the message,
-        # which may reach a client as a 503's reason, does not.
-        if isinstance(exc, self._timeout_errors):
-            reason = f"no answer within {self.timeout:g} s"
-        elif isinstance(exc, self._reply_error):
-            reason = f"it refused the command ({str(exc).split(' ', 1)[0]})"
-        else:
-            reason = "cannot connect, or the connection was lost"
-        self._last_reason = reason
-        # Wait at least twice what the failed call took: a Redis that hangs then costs a
-        # publisher at most a third of its time.
-        self._retry_at = now + max(self._retry_delay, 2 * (now - started))
-        self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_DELAY_SECONDS)
-        self._publish_outage.failed(f"{reason}: {exc or type(exc).__name__}")
-        return ChannelsUnavailable(f"channels (Redis) are unavailable: {reason}")
 
     def _first_subscriber(self, name: str) -> None:
         link = self._current_link(create=True)
