@@ -119,6 +119,7 @@ class HttpProtocol(asyncio.Protocol):
         "_url", "_raw_headers", "_data", "_host_count", "_special", "_content_length",
         "_content_type", "_connection_header", "_keep_alive_header", "_chunked", "_expect",
         "_head_started", "_head_bytes", "_line_chunk", "_line_more", "_scan_data", "_scan_pos",
+        "_plain_data",
         # the loop's clock, and its reading for the read being parsed
         "_clock", "_read_at",
         # requests: being parsed, being answered, waiting their turn
@@ -163,6 +164,7 @@ class HttpProtocol(asyncio.Protocol):
         self._line_more = b""
         self._scan_data = b""
         self._scan_pos = 0
+        self._plain_data = b""  # a chunk in which no line can name RTSP/ or ICE/
         self._host_count = 0
         self._special = False  # one of the four fields below was set by the last head
         self._content_length: int | None = None
@@ -639,6 +641,13 @@ class HttpProtocol(asyncio.Protocol):
         needle = b" " + target + b" "
         data = self._data
         if self._head_bytes < 0:  # the whole head is in this chunk
+            if self._plain_data is data:
+                return
+            if b" RTSP/" not in data and b" ICE/" not in data:
+                # No line of this chunk names another protocol: two scans of the chunk
+                # instead of one search per pipelined request.
+                self._plain_data = data
+                return
             start = self._scan_pos if self._scan_data is data else 0
             at = data.find(needle, start)
             if at < 0:
