@@ -445,7 +445,7 @@ class HttpProtocol(asyncio.Protocol):
             # 1.1 stays alive with no Connection header or "Connection: keep-alive"), no
             # body (no Content-Length, no Transfer-Encoding), nothing before it still being
             # answered, a synchronous route without plugins or rate limit, found by its
-            # target, and no global plugins.
+            # target, and no global plugins or only synchronous ones.
             target = self._url
             methods = self._targets.get(target)
             if methods is None:
@@ -459,7 +459,9 @@ class HttpProtocol(asyncio.Protocol):
                 route, params = self._fast_pattern(target, method)
             else:
                 route = None
-            if route is not None and route.bodiless_inline and not self._globals.plugins:
+            globals_ = self._globals
+            if route is not None and route.bodiless_inline \
+                    and (not globals_.plugins or not globals_.has_async):
                 # llhttp also takes RTSP/ and ICE/ lines. The first request of a
                 # chunk starts it, so its protocol is at a known offset; any other
                 # request (pipelined, or a head over several reads) is looked for.
@@ -478,6 +480,11 @@ class HttpProtocol(asyncio.Protocol):
                 self._active = request
                 if self._access_log:
                     request.started_at = self.loop.time()
+                if globals_.plugins:
+                    # Synchronous global plugins: their handlers, after-hooks and the
+                    # route's handler run here too, as the exchange orders them.
+                    exchange.start(self, request)
+                    return
                 # exchange.call_handler written out: the call costs ~2% of a GET.
                 try:
                     result = route.handler(request, response)

@@ -223,3 +223,34 @@ def test_router_errors_keep_the_connection_alive(make_server) -> None:
         (404, b"Not Found"), (405, b"Method Not Allowed"), (501, b"Not Implemented"),
         (200, b"here")]
     assert all(dict(r.headers).get(b"connection") != b"close" for r, _ in answers)
+
+
+def test_synchronous_global_plugins_on_pipelined_gets_run_for_each_in_order(make_server) -> None:
+    """GETs to a plain route are answered while their head is parsed, global synchronous
+    plugins included: each of 20 pipelined requests passes the plugin's handler, a refused
+    one is answered by the plugin alone, and every answer carries the after-hook's header,
+    in order."""
+    from rawhttp import connect, read_responses
+
+    seen: list[str] = []
+
+    def gate(request, response) -> bool:
+        seen.append(request.query_string)
+        if request.query_string == "n=13":
+            response.send_text_plain("refused", 403)
+            return True
+        return False
+
+    def stamp(request, response) -> None:
+        response.set_header("X-Seen", str(len(seen)))
+
+    server = make_server(plugins=[Plugin.create(PluginPriority.HIGH, handler=gate, after=stamp)])
+    server.get("n", lambda request, response: response.send_text_plain(request.query_string))
+    server.start()
+    with connect(server.port) as sock:
+        sock.sendall(b"".join(b"GET /n?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(20)))
+        answers = read_responses(sock, 20)
+    assert seen == [f"n={i}" for i in range(20)]
+    assert [(r.status_code, body, dict(r.headers)[b"x-seen"]) for r, body in answers] == [
+        (403 if i == 13 else 200, b"refused" if i == 13 else b"n=%d" % i, b"%d" % (i + 1))
+        for i in range(20)]
