@@ -14,7 +14,7 @@ from packetron.globaldata.values import JsonValue, check_key, decode, encode
 if TYPE_CHECKING:  # pragma: no cover - the redis package is an optional extra
     from redis import Redis
 
-__all__ = ["RedisGlobalData", "DEFAULT_REDIS_PREFIX", "REDIS_SCHEMES",
+__all__ = ["RedisGlobalData", "DEFAULT_REDIS_PREFIX", "REDIS_SCHEMES", "redis_location",
            "DEFAULT_REDIS_TIMEOUT_SECONDS", "RETRY_FIRST_DELAY_SECONDS",
            "RETRY_MAX_DELAY_SECONDS", "UNAVAILABLE_REPLIES"]
 
@@ -26,6 +26,17 @@ T = TypeVar("T")
 DEFAULT_REDIS_TIMEOUT_SECONDS = 2.0
 # Keeps packetron's keys apart from anything else stored in a shared Redis.
 DEFAULT_REDIS_PREFIX = "packetron:globaldata:"
+
+def redis_location(url: str) -> str:
+    """Where a Redis URL points, for logs and messages: the password it may carry, and
+    everything else but scheme, host, port and path, is left out."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # not a number: left out, as is everything else it might carry
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
 
 # The URL schemes redis-py's from_url() understands.
 REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
@@ -98,7 +109,7 @@ class RedisGlobalData:
         self._call_errors: tuple[type[BaseException], ...] = (
             redis.ConnectionError, redis.TimeoutError, redis.ResponseError)
         self.timeout = float(timeout)
-        self._gate = RetryGate(OutageLog(f"global data ({self._where(url)})"), self.timeout,
+        self._gate = RetryGate(OutageLog(f"global data ({redis_location(url)})"), self.timeout,
                                (redis.TimeoutError,), redis.ResponseError)
         # Only hashes the script; it is loaded on first use (and again after a
         # server restart, which forgets loaded scripts).
@@ -111,14 +122,7 @@ class RedisGlobalData:
         return (_reopen_redis, (self.url, self.prefix, self.timeout))
 
     def __repr__(self) -> str:
-        return f"RedisGlobalData('{self._where(self.url)}')"
-
-    @staticmethod
-    def _where(url: str) -> str:
-        # The URL may carry a password; show only where it points.
-        parts = urlsplit(url)
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+        return f"RedisGlobalData('{redis_location(self.url)}')"
 
     def _run(self, op: Callable[..., T], *args: Any) -> T:
         """Run one data operation: at once GlobalDataUnavailable while a recent failure
