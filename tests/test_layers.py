@@ -29,6 +29,7 @@ PURE_MODULES = ["http/router.py", "http/wire.py", "http/bodies.py", "http/cookie
                 "net/screening.py", "net/manifest.py", "http/mime.py",
                 "http/static/conditional.py", "http/multipart/limits.py",
                 "http/websocket/handshake.py", "http/websocket/extensions.py",
+                "http/websocket/frames.py",
                 "http/channels/codec.py"]
 IO_MODULES = {"asyncio", "socket", "ssl", "time", "selectors"}
 

@@ -14,10 +14,11 @@ from websockets.exceptions import ConnectionClosed
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection
 from wsproto.extensions import PerMessageDeflate
-from wshelp import run, wait_for, ws_url
+from wshelp import Recorder, run, wait_for, ws_url
 
 from packetron import WebSocket, WebSocketClosed
-from packetron.http.websocket.extensions import SizeGuard, negotiate_deflate
+from packetron.http.websocket.extensions import Inflater, negotiate_deflate
+from packetron.http.websocket.frames import FrameReader
 
 
 def echo_server(make_server: Any, **options: Any) -> Any:
@@ -80,6 +81,29 @@ def test_deflate_is_negotiated_and_works(make_server: Any) -> None:
     assert extensions is not None and extensions.startswith("permessage-deflate")
 
 
+def test_deflate_without_context_takeover_works(make_server: Any) -> None:
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+
+    server = echo_server(make_server)
+    factory = ClientPerMessageDeflateFactory(server_no_context_takeover=True,
+                                             client_no_context_takeover=True,
+                                             server_max_window_bits=10,
+                                             client_max_window_bits=11)
+
+    async def client() -> str | None:
+        async with websockets.connect(ws_url(server, "echo"), compression=None,
+                                      extensions=[factory]) as ws:
+            assert ws.response is not None
+            for message in ("b" * 5000, "b" * 5000, b"\x01\x02" * 3000, "", "ok"):
+                await ws.send(message)
+                assert await ws.recv() == message
+            return ws.response.headers.get("sec-websocket-extensions")
+
+    assert run(client()) == ("permessage-deflate; client_no_context_takeover; "
+                             "server_no_context_takeover; client_max_window_bits=11; "
+                             "server_max_window_bits=10")
+
+
 def test_a_deflate_bomb_is_closed_1009(make_server: Any) -> None:
     server = echo_server(make_server, max_message_size=64 * 1024)
 
@@ -107,35 +131,34 @@ def test_capped_deflate_never_inflates_past_the_cap() -> None:
     about the cap, not the bomb."""
     cap = 1024 * 1024
     offer = "permessage-deflate; client_max_window_bits"
-    server_ext, answer = negotiate_deflate((offer,), cap)  # type: ignore[misc]
+    params, answer = negotiate_deflate((offer,))  # type: ignore[misc]
     client_ext = PerMessageDeflate(client_max_window_bits=15)
     client_ext.finalize(answer)
     wire = _client_frames(client_ext, (b"\x00" * (1 << 20) for _ in range(64)))
     assert len(wire) < 200_000
-    server = Connection(ConnectionType.SERVER, extensions=[server_ext, SizeGuard(cap)])
+    recorder = Recorder()
+    reader = FrameReader(recorder, cap, Inflater(params))
     tracemalloc.start()
     try:
         for start in range(0, len(wire), 16 * 1024):
-            server.receive_data(wire[start:start + 16 * 1024])
-            events = list(server.events())
-            closes = [e for e in events if isinstance(e, CloseConnection)]
-            if closes:
+            reader.feed(wire[start:start + 16 * 1024])
+            if reader.stopped:
                 break
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert closes and closes[0].code == 1009
+    assert recorder.heard == [("violation", 1009)]
     assert peak < 4 * cap, peak
 
 
-def test_size_guard_counts_uncompressed_fragments() -> None:
-    guard = SizeGuard(10)
-    server = Connection(ConnectionType.SERVER, extensions=[guard])
+def test_the_cap_counts_uncompressed_fragments() -> None:
+    recorder = Recorder()
+    reader = FrameReader(recorder, 10)
     client = Connection(ConnectionType.CLIENT)
-    server.receive_data(client.send(BytesMessage(data=b"12345", message_finished=False)))
-    assert [type(e) for e in server.events()] == [BytesMessage]
-    server.receive_data(client.send(BytesMessage(data=b"123456", message_finished=True)))
-    assert [(e.code) for e in server.events() if isinstance(e, CloseConnection)] == [1009]
+    reader.feed(client.send(BytesMessage(data=b"12345", message_finished=False)))
+    assert recorder.heard == [] and not reader.stopped
+    reader.feed(client.send(BytesMessage(data=b"123456", message_finished=True)))
+    assert recorder.heard == [("violation", 1009)]
 
 
 @pytest.mark.parametrize("offer, accepted", [
@@ -144,13 +167,20 @@ def test_size_guard_counts_uncompressed_fragments() -> None:
      "permessage-deflate; client_max_window_bits=15"),
     ("permessage-deflate; server_max_window_bits=10",
      "permessage-deflate; server_max_window_bits=10"),
+    ("permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+     "permessage-deflate; client_no_context_takeover; server_no_context_takeover"),
+    ("permessage-deflate; client_max_window_bits=9; server_max_window_bits=15",
+     "permessage-deflate; client_max_window_bits=9; server_max_window_bits=15"),
     ("permessage-deflate; unknown_param", None),
+    ("permessage-deflate; server_no_context_takeover=yes", None),
+    ("permessage-deflate; client_max_window_bits=10; client_max_window_bits=11", None),
+    ("permessage-deflate; client_max_window_bits=16", None),
     ("permessage-deflate; server_max_window_bits=8", None),
     ("permessage-deflate; server_max_window_bits=x", None),
     ("x-webkit-deflate-frame", None),
 ])
 def test_deflate_offers(offer: str, accepted: str | None) -> None:
-    result = negotiate_deflate((offer,), 1024)
+    result = negotiate_deflate((offer,))
     assert (result[1] if result else None) == accepted
 
 

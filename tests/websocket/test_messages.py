@@ -8,6 +8,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from rawws import RawClient
 from wshelp import run, wait_for, ws_url
 from packetron import HttpError, Plugin, WebSocket, WebSocketClosed
 
@@ -121,6 +122,24 @@ def test_close_codes_and_reasons_both_ways(make_server: Any) -> None:
 
     run(client())
     assert seen == [(4001, "bye now")]
+
+
+def test_a_close_without_a_code_is_answered_without_one(make_server: Any) -> None:
+    server = make_server()
+    seen: list[tuple[int, str]] = []
+
+    @server.websocket("wait")
+    async def wait(ws: WebSocket, request: Any) -> None:
+        try:
+            await ws.receive()
+        except WebSocketClosed as exc:
+            seen.append((exc.code, exc.reason))
+
+    server.start()
+    with RawClient(server.port, "/wait") as client:
+        client.send_frame(0x8, b"")
+        assert client.read_to_eof() == b"\x88\x00"  # RFC 6455 §7.1.5: 1005 is never sent
+    assert wait_for(lambda: seen == [(1005, "")])
 
 
 def test_handler_returning_closes_1000_and_raising_closes_1011(make_server: Any) -> None:

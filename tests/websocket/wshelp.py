@@ -27,3 +27,27 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.01)
     return bool(condition())
+
+
+class Recorder:
+    """A FrameListener (packetron.http.websocket.frames) that keeps what it hears, in
+    order: ("message", str | bytes), ("ping", bytes), ("pong", bytes), ("close", (code,
+    reason)), ("violation", code)."""
+
+    def __init__(self) -> None:
+        self.heard: list[tuple[str, Any]] = []
+
+    def on_message(self, message: str | bytes) -> None:
+        self.heard.append(("message", message))
+
+    def on_ping(self, payload: bytes) -> None:
+        self.heard.append(("ping", payload))
+
+    def on_pong(self, payload: bytes) -> None:
+        self.heard.append(("pong", payload))
+
+    def on_close(self, code: int, reason: str) -> None:
+        self.heard.append(("close", (code, reason)))
+
+    def on_violation(self, code: int, reason: str) -> None:
+        self.heard.append(("violation", code))

@@ -1,4 +1,4 @@
-"""A WebSocket connection: wsproto (sans-I/O) driven over the asyncio transport.
+"""A WebSocket connection: the frame codec (sans-I/O) driven over the asyncio transport.
 
 The HTTP protocol parses the upgrade request and runs the plugins; the route's handler
 (packetron.http.websocket.route) then builds a `WebSocket` and calls the application's
@@ -7,7 +7,9 @@ handler with it. Until `accept()` the connection is still HTTP: a handler that r
 101 answer and hands the transport to a `_Session`, the asyncio protocol from then on:
 the HTTP protocol object steps aside and the session takes its place in the serving
 loop's registry, where the once-a-second tick checks pings and close timeouts and a
-graceful stop closes it with 1001.
+graceful stop closes it with 1001. Incoming bytes go to a `FrameReader`
+(packetron.http.websocket.frames), which reports whole messages, control frames and
+protocol violations back through the session; outgoing frames are built by the same module.
 
 Memory stays bounded whatever the peer does: a message over `max_message_size` is refused
 with 1009 (announced sizes are refused before the payload arrives; compressed ones are
@@ -21,13 +23,11 @@ import os
 from collections import deque
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable
 
-from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import (BytesMessage, CloseConnection, Message, Ping, Pong,
-                            TextMessage)
-from wsproto.extensions import Extension
-
 from packetron.errors import HttpError, PacketronError, WebSocketClosed
-from packetron.http.websocket.extensions import SizeGuard, negotiate_deflate
+from packetron.http.websocket.extensions import Deflater, Inflater, negotiate_deflate
+from packetron.http.websocket.frames import (OP_BINARY, OP_PING, OP_PONG, OP_TEXT,
+                                             FrameReader, binary_frame, encode_close,
+                                             encode_frame, text_frame)
 from packetron.http.websocket.handshake import UpgradeOffer, switching_head
 from packetron.log import server_logger
 
@@ -71,9 +71,9 @@ class WebSocket:
 
     __slots__ = ("request", "path_params", "subprotocols", "subprotocol", "close_code",
                  "close_reason", "_offer", "_http", "_options", "_loop", "_state",
-                 "_conn", "_transport", "_session", "_incoming", "_incoming_size",
-                 "_fragments", "_fragment_size", "_receiver", "_input_closed",
-                 "_output_closed", "_write_paused", "_drain", "_reading_paused",
+                 "_reader", "_deflater", "_transport", "_session", "_incoming",
+                 "_incoming_size", "_receiver", "_input_closed", "_output_closed",
+                 "_close_received", "_write_paused", "_drain", "_reading_paused",
                  "_broken", "_close_deadline", "_last_received", "_ping_sent_at",
                  "_ping_payload", "_task", "_handler_done", "_lost", "_refused")
 
@@ -90,20 +90,20 @@ class WebSocket:
         self._options = http.state.options
         self._loop = http.loop
         self._state = _CONNECTING
-        self._conn: Connection | None = None
+        self._reader: FrameReader | None = None     # set at accept()
+        self._deflater: Deflater | None = None      # permessage-deflate was agreed
         self._transport: asyncio.Transport | None = None
         self._session: _Session | None = None
         self._incoming: deque[str | bytes] = deque()
         self._incoming_size = 0
-        self._fragments: list[Any] = []
-        self._fragment_size = 0
         self._receiver: asyncio.Future[None] | None = None
         self._input_closed = False   # no more messages will be delivered
         self._output_closed = False  # a close frame was sent (or the peer is gone)
+        self._close_received = False  # the peer's close frame came
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._reading_paused = False
-        self._broken = False         # wsproto failed to parse: input is discarded
+        self._broken = False         # the peer broke the protocol: input is discarded
         self._close_deadline = 0.0
         self._last_received = 0.0
         self._ping_sent_at = 0.0
@@ -149,11 +149,7 @@ class WebSocket:
         if transport.is_closing():
             self._refuse(1006, "the client left before the upgrade")
             raise self._closed_error()
-        options = self._options
-        extensions: list[Extension] = [SizeGuard(options.max_message_size)]
-        negotiated = negotiate_deflate(self._offer.extensions, options.max_message_size)
-        if negotiated is not None:
-            extensions.insert(0, negotiated[0])
+        negotiated = negotiate_deflate(self._offer.extensions)
         head = switching_head(self._offer.key, subprotocol=subprotocol,
                               extensions=negotiated[1] if negotiated else None,
                               headers=[*(response._headers or ()), *extra],
@@ -163,11 +159,15 @@ class WebSocket:
         tail, write_paused = http.detach_for_upgrade(request)
         self.subprotocol = subprotocol
         self._state = _OPEN
-        self._conn = Connection(ConnectionType.SERVER, extensions)
         self._transport = transport
         self._write_paused = write_paused
         self._last_received = http.state.now
         session = self._session = _Session(self)
+        inflater = None
+        if negotiated is not None:
+            inflater = Inflater(negotiated[0])
+            self._deflater = Deflater(negotiated[0])
+        self._reader = FrameReader(session, self._options.max_message_size, inflater)
         transport.set_protocol(session)
         http.state.connections.add(session)
         transport.write(head)
@@ -258,16 +258,24 @@ class WebSocket:
         if self._state is _CONNECTING:
             await self.accept()
         if isinstance(message, str):
-            event: Message[Any] = TextMessage(data=message)
+            payload = message.encode("utf-8")
+            text = True
         elif isinstance(message, (bytes, bytearray, memoryview)):
-            event = BytesMessage(data=bytes(message))
+            payload = bytes(message)
+            text = False
         else:
             raise TypeError(f"a WebSocket message is str or bytes, not {type(message).__name__}")
         if self._output_closed:
             raise self._closed_error()
-        conn = self._conn
-        assert conn is not None and self._transport is not None
-        self._transport.write(conn.send(event))
+        deflater = self._deflater
+        if deflater is None:
+            frame = text_frame(payload) if text else binary_frame(payload)
+        else:
+            frame = encode_frame(OP_TEXT if text else OP_BINARY, deflater.compress(payload),
+                                 rsv1=True)
+        transport = self._transport
+        assert transport is not None
+        transport.write(frame)
         if self._write_paused:
             await self._wait_for_drain()
 
@@ -299,7 +307,7 @@ class WebSocket:
             raise ValueError(f"close code {code} cannot be sent (RFC 6455 §7.4)")
         if len(reason.encode("utf-8")) > 123:
             raise ValueError("a close reason is at most 123 bytes of UTF-8")
-        if self._conn is None:
+        if self._reader is None:
             self._refuse(code, reason)
             return
         self._send_close(code, reason)
@@ -318,14 +326,13 @@ class WebSocket:
             return
         self._output_closed = True
         self._close_input()
-        conn, transport = self._conn, self._transport
-        assert conn is not None and transport is not None
+        transport = self._transport
+        assert transport is not None
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
-        if conn.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            if not transport.is_closing():
-                transport.write(conn.send(CloseConnection(code=code, reason=reason)))
-        if conn.state is ConnectionState.CLOSED:
+        if not transport.is_closing():
+            transport.write(encode_close(code, reason))
+        if self._close_received:
             transport.close()  # the handshake is complete: the server closes TCP first
         else:
             self._close_deadline = self._loop.time() + CLOSE_TIMEOUT_SECONDS
@@ -369,47 +376,18 @@ class WebSocket:
     def _on_data(self, data: bytes) -> None:
         if self._broken:
             return  # after a protocol error only the peer's end of file matters
-        conn = self._conn
-        assert conn is not None
-        if conn.state is ConnectionState.CLOSED:
-            return
+        reader = self._reader
+        assert reader is not None
+        if reader.stopped:
+            return  # the peer's close came: nothing after it counts (RFC 6455 §5.5.1)
         self._last_received = self._http.state.now
-        conn.receive_data(data)
-        for event in conn.events():
-            if isinstance(event, Message):
-                if self._input_closed:
-                    continue  # we are closing: data frames are discarded (RFC 6455 §1.4)
-                self._on_message_piece(event)
-                if self._broken:
-                    return
-            elif isinstance(event, Ping):
-                if conn.state is ConnectionState.OPEN:
-                    self._write(conn.send(event.response()))
-            elif isinstance(event, Pong):
-                self._ping_sent_at = 0.0
-            elif isinstance(event, CloseConnection):
-                self._on_close_frame(event)
-                if self._broken or conn.state is ConnectionState.CLOSED:
-                    return
+        reader.feed(data)
 
-    def _on_message_piece(self, event: Message[Any]) -> None:
-        data = event.data
-        if not event.message_finished or self._fragments:
-            self._fragments.append(data)
-            self._fragment_size += len(data)
-            if self._fragment_size > self._options.max_message_size:
-                # A text message counted in characters can pass SizeGuard's byte count
-                # only if it is compressed and CappedDeflate stopped it: never reached.
-                self._fail(1009, _REASONS[1009])
-                return
-            if not event.message_finished:
-                return
-            data = "".join(self._fragments) if isinstance(data, str) \
-                else b"".join(self._fragments)
-            self._fragments = []
-            self._fragment_size = 0
-        self._incoming.append(data)
-        self._incoming_size += len(data)
+    def _on_message(self, message: str | bytes) -> None:
+        if self._input_closed:
+            return  # we are closing: data frames are discarded (RFC 6455 §1.4)
+        self._incoming.append(message)
+        self._incoming_size += len(message)
         receiver = self._receiver
         if receiver is not None and not receiver.done():
             receiver.set_result(None)
@@ -421,28 +399,22 @@ class WebSocket:
             if transport is not None and not transport.is_closing():
                 transport.pause_reading()
 
-    def _on_close_frame(self, event: CloseConnection) -> None:
-        conn = self._conn
-        assert conn is not None
-        state = conn.state
-        if state is ConnectionState.REMOTE_CLOSING:
-            # The peer closes first: answer with its code, then close TCP.
-            self.close_code, self.close_reason = event.code, event.reason or ""
+    def _on_ping(self, payload: bytes) -> None:
+        if not self._output_closed:
+            self._write(encode_frame(OP_PONG, payload))
+
+    def _on_close_frame(self, code: int, reason: str) -> None:
+        self._close_received = True
+        if not self._output_closed:
+            # The peer closes first: answer with its code (none, for 1005), then close TCP.
+            self.close_code, self.close_reason = code, reason
             self._close_input()
             self._output_closed = True
-            self._write(conn.send(event.response()))
+            self._write(encode_close(code, reason))
             self._wake_drain(self._closed_error())
-            if self._transport is not None:
-                self._transport.close()
-        elif state is ConnectionState.CLOSED:
-            # The answer to our close: the handshake is complete.
-            if self._transport is not None:
-                self._transport.close()
-        else:
-            # wsproto reports what it could not parse as a close event without a state
-            # change: fail the connection with its code (1002, 1007, 1009).
-            code = int(event.code)
-            self._fail(code, _REASONS.get(code, "protocol error"))
+        if self._transport is not None:
+            # Or it answered our close: the handshake is complete either way.
+            self._transport.close()
 
     def _write(self, data: bytes) -> None:
         transport = self._transport
@@ -488,11 +460,9 @@ class WebSocket:
                 self._fail(1011, "keepalive ping timeout")
                 transport.abort()
         elif now - self._last_received >= interval:
-            conn = self._conn
-            assert conn is not None
             self._ping_payload = os.urandom(4)
             self._ping_sent_at = now
-            self._write(conn.send(Ping(payload=self._ping_payload)))
+            self._write(encode_frame(OP_PING, self._ping_payload))
 
     def _shutdown(self) -> None:
         """Graceful stop of the server: close with 1001 (going away)."""
@@ -521,7 +491,7 @@ class WebSocket:
         finally:
             self._handler_done = True
             self._maybe_unregister()
-        if self._conn is None:
+        if self._reader is None:
             if self._http.transport.is_closing():
                 response = self.request.response
                 response.sent = response.finished = True
@@ -544,8 +514,9 @@ def _cancel_if_running(task: asyncio.Task[Any]) -> None:
 
 
 class _Session(asyncio.Protocol):
-    """The asyncio protocol of an upgraded connection; it forwards to its WebSocket and is
-    what the serving loop's registry holds (tick, graceful stop, abort)."""
+    """The asyncio protocol of an upgraded connection, and the listener of its frame
+    reader; it forwards both to its WebSocket and is what the serving loop's registry
+    holds (tick, graceful stop, abort)."""
 
     __slots__ = ("ws", "transport")
 
@@ -569,6 +540,24 @@ class _Session(asyncio.Protocol):
         ws = self.ws
         ws._write_paused = False
         ws._wake_drain(None)
+
+    # The frame reader's listener (packetron.http.websocket.frames.FrameListener).
+
+    def on_message(self, message: str | bytes) -> None:
+        self.ws._on_message(message)
+
+    def on_ping(self, payload: bytes) -> None:
+        self.ws._on_ping(payload)
+
+    def on_pong(self, payload: bytes) -> None:
+        self.ws._ping_sent_at = 0.0
+
+    def on_close(self, code: int, reason: str) -> None:
+        self.ws._on_close_frame(code, reason)
+
+    def on_violation(self, code: int, reason: str) -> None:
+        # The close frame carries the short, fixed reason for the code, not the detail.
+        self.ws._fail(code, _REASONS.get(code, "protocol error"))
 
     def check_timeouts(self, now: float) -> None:
         self.ws._check_timeouts(now)
