@@ -573,12 +573,28 @@ BUSY_PATTERNS = (
 )
 
 
+def _ancestors(pid: int) -> list[int]:
+    """The PIDs of the processes above `pid`, up to init (Linux /proc; [] elsewhere)."""
+    found: list[int] = []
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                # The command name may hold spaces and parentheses: fields follow the last ")".
+                pid = int(stat.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+        found.append(pid)
+    return found
+
+
 def other_benchmarks() -> list[str]:
     """Command lines of other benchmarks or heavy jobs running now (they skew our numbers)."""
     found: list[str] = []
     if not shutil.which("pgrep"):
         return found
-    mine = {os.getpid(), *procs.process_tree(os.getpid())}
+    # This run's own processes: its children, and what started it (a `flock ... python
+    # bench/websocket.py` wrapper names a bench script too).
+    mine = {os.getpid(), *procs.process_tree(os.getpid()), *_ancestors(os.getpid())}
     for pattern in BUSY_PATTERNS:
         done = subprocess.run(["pgrep", "-af", "--", pattern], capture_output=True, text=True,
                               check=False)
