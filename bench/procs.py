@@ -116,6 +116,21 @@ def _vm_kib(pid: int) -> int | None:
     return fields.get("VmHWM") or fields.get("VmRSS")
 
 
+def rss_kib(pid: int, *, children: bool = False) -> int:
+    """Resident set now (VmRSS) of pid, summed over its descendants if children, in KiB."""
+    total = 0
+    for each in (process_tree(pid) if children else [pid]):
+        try:
+            with open(f"/proc/{each}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])  # always in kB
+                        break
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 def peak_rss_kib(pid: int, *, children: bool = False) -> int | None:
     """Peak resident set (VmHWM) of pid, summed over its descendants if children, in KiB."""
     values = [_vm_kib(p) for p in (process_tree(pid) if children else [pid])]

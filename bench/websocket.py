@@ -327,6 +327,35 @@ def check_echo(port: int, timeout: float = 5.0) -> None:
             pass
 
 
+def idle_rss_per_connection(pid: int, port: int, count: int) -> float:
+    """Open `count` WebSockets that then say nothing; the server's RSS growth per
+    connection in KiB (VmRSS summed over its processes, before and with them open)."""
+    before = procs.rss_kib(pid, children=True)
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection((HOST, port), timeout=10)
+            sockets.append(sock)
+            key = base64.b64encode(os.urandom(16)).decode()
+            sock.sendall(f"GET {ECHO_PATH} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+                         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                         .encode())
+        for sock in sockets:  # every 101 read: the server holds each as a WebSocket
+            head = b""
+            while b"\r\n\r\n" not in head:
+                piece = sock.recv(4096)
+                if not piece:
+                    raise ServerFailed("an idle WebSocket was closed before its 101")
+                head += piece
+            if not head.startswith(b"HTTP/1.1 101"):
+                raise ServerFailed(f"an idle WebSocket was answered {head[:40]!r}")
+        return (procs.rss_kib(pid, children=True) - before) / count
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 # --------------------------------------------------------------------------- runs
 
 
@@ -346,6 +375,8 @@ class RunResult:
     raw: dict[str, Any]
     # Another benchmark was seen running during this run.
     disturbed: bool = False
+    # Server RSS per idle open WebSocket (KiB), measured before the load (--idle).
+    idle_kib_per_connection: float | None = None
 
     @property
     def server_busy(self) -> float | None:
@@ -416,6 +447,12 @@ def measure(spec: ServerSpec, round_no: int, args: argparse.Namespace,
             check_echo(port)
         except (procs.NotReady, OSError) as exc:
             raise ServerFailed(f"{exc}\n{_tail(log_path)}") from exc
+        idle_kib = None
+        if args.idle and round_no == 1:
+            try:
+                idle_kib = idle_rss_per_connection(proc.pid, port, args.idle)
+            except OSError as exc:
+                raise ServerFailed(f"{args.idle} idle WebSockets: {exc}") from exc
         cpu_before = procs.cpu_seconds(proc.pid, children=True)
         report = run_load(port, args, client_cpu)
         cpu_used = procs.cpu_seconds(proc.pid, children=True) - cpu_before
@@ -441,6 +478,7 @@ def measure(spec: ServerSpec, round_no: int, args: argparse.Namespace,
         peak_rss_mb=rss,
         client_cpu=report["client_cpu"],
         raw=report,
+        idle_kib_per_connection=idle_kib,
     )
 
 
@@ -479,17 +517,21 @@ def _fmt_rate(value: float) -> str:
     return f"{value:,.0f}"
 
 
+def _fmt_idle(value: float) -> str:
+    return "–" if value != value else f"{value:.1f}"  # NaN: not measured
+
+
 def print_table(summaries: list[Summary], reference: Summary | None) -> None:
     """The per-server table, markdown-shaped so it can be pasted into bench/README.md."""
     print()
     print("| server | msgs/s | spread | p50 ms | p99 ms | CPU us/msg | server CPU | "
-          "peak RSS MB | client CPU | x packetron |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "peak RSS MB | KiB per idle WS | client CPU | x packetron |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     base = reference.median("messages_per_s") if reference and reference.ok else None
     for s in summaries:
         if not s.ok:
             print(f"| {s.name} | error: {(s.failed or 'no runs').splitlines()[0][:120]} "
-                  "| | | | | | | | |")
+                  "| | | | | | | | | |")
             continue
         rate = s.median("messages_per_s")
         client = s.median("client_cpu")
@@ -498,7 +540,8 @@ def print_table(summaries: list[Summary], reference: Summary | None) -> None:
         ratio = f"{rate / base:.2f}" if base else "–"
         print(f"| {name} | {_fmt_rate(rate)} | {s.spread:.0%} | {s.median('p50_ms'):.2f} "
               f"| {s.median('p99_ms'):.2f} | {s.median('cpu_us_per_msg'):.1f} "
-              f"| {s.median('server_busy'):.0%} | {s.peak_rss_mb:.1f} | {client:.0%}{flag} "
+              f"| {s.median('server_busy'):.0%} | {s.peak_rss_mb:.1f} "
+              f"| {_fmt_idle(s.median('idle_kib_per_connection'))} | {client:.0%}{flag} "
               f"| {ratio} |")
     print("\nserver CPU: msgs/s x CPU per message, the share of its one core the server was "
           "busy;\nwell under 100% means the ping-pong, not the server's CPU, set the pace.")
@@ -678,6 +721,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds of unmeasured load before each window (default 1)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--size", type=int, default=64, help="message size in bytes")
+    parser.add_argument("--idle", type=int, default=500, metavar="N",
+                        help="before the first round's load, open N idle WebSockets and "
+                             "report the server's RSS per connection (0: skip; default 500)")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
     parser.add_argument("--servers", default=",".join(SERVER_NAMES),
@@ -691,9 +737,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="never install anything (pip or npm); say what is missing")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration <= 0 or args.warmup < 0 or args.connections < 1 \
-            or args.size < 16:
+            or args.size < 16 or args.idle < 0:
         parser.error("--rounds and --connections must be >= 1, --duration > 0, "
-                     "--warmup >= 0, --size >= 16")
+                     "--warmup >= 0, --size >= 16, --idle >= 0")
     chosen = [name.strip() for name in args.servers.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in SERVER_NAMES]
     if unknown:
