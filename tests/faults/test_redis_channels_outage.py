@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +18,6 @@ import pytest
 from packetron.errors import ChannelsUnavailable, ConfigError, PacketronError, ServiceUnavailable
 from packetron.http.channels import Subscription
 from packetron.http.channels.redis import RedisChannels
-from test_redis_outage import RestartableRedis  # the suite's restartable redis-server
 
 TIMEOUT = 1.0  # the channels' timeout in these tests (the default is 2 s)
 HEARTBEAT = 0.5  # the default is 2 s
@@ -31,20 +27,6 @@ RECOVERY_DEADLINE = 10.0
 
 LOST = "channels: the Redis pub/sub connection to"
 BACK = "is back after"
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RestartableRedis]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.skip("redis-server is not on PATH; run `bash tests/prepare.sh` to install it")
-    server = RestartableRedis(executable, tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.thaw()  # a frozen process ignores SIGTERM until it runs again
-        server.stop()  # by its PID (SIGTERM, then SIGKILL), and reaped
 
 
 def _run(coro: Any) -> Any:

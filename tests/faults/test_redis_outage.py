@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,20 +65,6 @@ class RestartableRedis(RedisServer):
     def thaw(self) -> None:
         if self.proc is not None:
             os.kill(self.proc.pid, signal.SIGCONT)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RestartableRedis]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.skip("redis-server is not on PATH; run `bash tests/prepare.sh` to install it")
-    server = RestartableRedis(executable, tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.thaw()  # a frozen process ignores SIGTERM until it runs again
-        server.stop()
 
 
 def _timed(fn) -> tuple[float, BaseException | None]:  # type: ignore[no-untyped-def]
