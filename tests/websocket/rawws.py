@@ -103,10 +103,15 @@ class RawClient:
         self.close()
 
 
+def mask_bytes(payload: bytes, key: bytes) -> bytes:
+    """RFC 6455 §5.3, byte by byte: octet i XOR key octet i mod 4 (the reference)."""
+    return bytes(octet ^ key[index % 4] for index, octet in enumerate(payload))
+
+
 def frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bool = True,
-          length: int | None = None) -> bytes:
+          length: int | None = None, key: bytes | None = None) -> bytes:
     """One frame, exactly as given (invalid ones included). `length` overrides the
-    announced payload length."""
+    announced payload length; `key` is the masking key (a random one by default)."""
     announced = len(payload) if length is None else length
     first = (0x80 if fin else 0) | (rsv << 4) | opcode
     mask_bit = 0x80 if mask else 0
@@ -118,6 +123,5 @@ def frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: 
         head = bytes((first, mask_bit | 127)) + struct.pack("!Q", announced)
     if not mask:
         return head + payload
-    key = os.urandom(4)
-    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return head + key + masked
+    key = os.urandom(4) if key is None else key
+    return head + key + mask_bytes(payload, key)

@@ -7,7 +7,6 @@ import ast
 import os
 import pathlib
 import random
-import struct
 import tracemalloc
 import zlib
 from typing import Any, Iterable
@@ -16,6 +15,8 @@ import pytest
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.extensions import PerMessageDeflate
+from rawws import frame as raw_frame
+from rawws import mask_bytes
 from wshelp import Recorder
 
 from packetron.http.websocket import frames
@@ -29,27 +30,10 @@ KEY = b"\x37\xfa\x21\x3d"
 MiB = 1024 * 1024
 
 
-def reference_mask(payload: bytes, key: bytes) -> bytes:
-    """RFC 6455 §5.3, byte by byte: octet i XOR key octet i mod 4."""
-    return bytes(octet ^ key[index % 4] for index, octet in enumerate(payload))
-
-
 def client_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0,
                  mask: bool = True, key: bytes = KEY, length: int | None = None) -> bytes:
-    """One client frame, exactly as given (invalid ones included); `length` overrides the
-    announced payload length."""
-    announced = len(payload) if length is None else length
-    first = (0x80 if fin else 0) | (rsv << 4) | opcode
-    mask_bit = 0x80 if mask else 0
-    if announced < 126:
-        head = bytes((first, mask_bit | announced))
-    elif announced < 1 << 16:
-        head = bytes((first, mask_bit | 126)) + struct.pack("!H", announced)
-    else:
-        head = bytes((first, mask_bit | 127)) + struct.pack("!Q", announced)
-    if not mask:
-        return head + payload
-    return head + key + reference_mask(payload, key)
+    """One client frame, exactly as given (invalid ones included), masked with `key`."""
+    return raw_frame(opcode, payload, fin=fin, rsv=rsv, mask=mask, length=length, key=key)
 
 
 def read(data: bytes | Iterable[bytes], max_message_size: int = MiB,
@@ -83,14 +67,14 @@ def test_unmask_matches_the_reference(size: int) -> None:
     rng = random.Random(size)
     payload = rng.randbytes(size)
     key = rng.randbytes(4)
-    assert unmask(payload, key) == reference_mask(payload, key)
+    assert unmask(payload, key) == mask_bytes(payload, key)
     assert unmask(unmask(payload, key), key) == payload
 
 
 def test_unmask_a_mebibyte() -> None:
     payload = os.urandom(MiB)
     key = b"\x00\xff\x80\x01"
-    assert unmask(payload, key) == reference_mask(payload, key)
+    assert unmask(payload, key) == mask_bytes(payload, key)
 
 
 # ------------------------------------------------------------------ messages
@@ -512,7 +496,7 @@ def test_server_frames_read_back_through_our_own_reader_once_masked() -> None:
         size = second & 0x7F
         head = 2 + (2 if size == 126 else 8 if size == 127 else 0)
         masked = bytes((first, second | 0x80)) + frame[2:head] + KEY \
-            + reference_mask(frame[head:], KEY)
+            + mask_bytes(frame[head:], KEY)
         assert len(heard(masked)) == 1
 
 
