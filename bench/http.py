@@ -969,22 +969,6 @@ def ensure_fastify(install: bool, servers: set[str]) -> None:
     )
 
 
-def choose_cpus(server_cpu: int, client_cpu: int) -> tuple[int | None, int | None]:
-    if not shutil.which("taskset"):
-        print("taskset not found (package util-linux): processes are not pinned", file=sys.stderr)
-        return None, None
-    allowed = os.sched_getaffinity(0)
-    if server_cpu not in allowed or client_cpu not in allowed or server_cpu == client_cpu:
-        print(
-            f"CPUs {server_cpu} and {client_cpu} are not two distinct usable CPUs "
-            f"(usable: {sorted(allowed)}): processes are not pinned",
-            file=sys.stderr,
-        )
-        return None, None
-    return server_cpu, client_cpu
-
-
-
 # ------------------------------------------------------------------------ report
 
 
@@ -1338,7 +1322,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = list({id(e.spec): e.spec for w in chosen for e in w.entries}.values())
     ensure_python_packages(not args.no_install, specs)
     ensure_fastify(not args.no_install, {spec.name for spec in specs})
-    cpus = choose_cpus(args.server_cpu, args.client_cpu)
+    cpus = procs.choose_cpus(args.server_cpu, args.client_cpu)
 
     skipped: dict[str, dict[str, str]] = {w.name: {} for w in chosen}
     workloads: list[Workload] = []

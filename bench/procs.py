@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -156,3 +157,18 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
         except (OSError, IndexError, ValueError):
             pass
     return ticks / _CLOCK_TICKS
+
+
+def choose_cpus(server_cpu: int, client_cpu: int) -> tuple[int | None, int | None]:
+    """The two CPUs to pin the server and the load generator to, or (None, None) when
+    taskset or two distinct usable CPUs are missing (said on stderr)."""
+    if shutil.which("taskset") is None:
+        print("taskset not found (package util-linux): processes are not pinned",
+              file=sys.stderr)
+        return None, None
+    allowed = os.sched_getaffinity(0)
+    if server_cpu not in allowed or client_cpu not in allowed or server_cpu == client_cpu:
+        print(f"CPUs {server_cpu} and {client_cpu} are not two distinct usable CPUs "
+              f"(usable: {sorted(allowed)}): processes are not pinned", file=sys.stderr)
+        return None, None
+    return server_cpu, client_cpu

@@ -63,7 +63,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import IO, Any  # noqa: E402
 
-from bench.procs import HOST, NotReady, free_port, pinned, wait_ready  # noqa: E402
+from bench.procs import HOST, NotReady, choose_cpus, free_port, pinned, wait_ready  # noqa: E402
 
 STATUS_PATH = "/api/status"
 ECHO_PATH = "/api/echo"
@@ -488,19 +488,6 @@ def check_routes(server: Server, uploads: str, upload_bytes: int) -> None:
                              f"{server.log_tail()}")
     if os.listdir(uploads):
         raise SoakFailed(f"the upload handler left files in {uploads}: {os.listdir(uploads)}")
-
-
-def choose_cpus(server_cpu: int, client_cpu: int) -> tuple[int | None, int | None]:
-    """The CPUs to pin to, or (None, None) when taskset or two distinct CPUs are missing."""
-    if shutil.which("taskset") is None:
-        print("taskset not found (package util-linux): processes are not pinned", file=sys.stderr)
-        return None, None
-    allowed = os.sched_getaffinity(0)
-    if server_cpu not in allowed or client_cpu not in allowed or server_cpu == client_cpu:
-        print(f"CPUs {server_cpu} and {client_cpu} are not two distinct usable CPUs "
-              f"(usable: {sorted(allowed)}): processes are not pinned", file=sys.stderr)
-        return None, None
-    return server_cpu, client_cpu
 
 
 # --------------------------------------------------------------------------- the run

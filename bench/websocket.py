@@ -592,20 +592,6 @@ def targets(summaries: list[Summary]) -> dict[str, Any]:
 # -------------------------------------------------------------------------- main
 
 
-def choose_cpus(server_cpu: int, client_cpu: int) -> tuple[int | None, int | None]:
-    """The two CPUs to pin to, or (None, None) when that is impossible here."""
-    if not shutil.which("taskset"):
-        print("taskset not found (package util-linux): processes are not pinned",
-              file=sys.stderr)
-        return None, None
-    allowed = os.sched_getaffinity(0)
-    if server_cpu not in allowed or client_cpu not in allowed or server_cpu == client_cpu:
-        print(f"CPUs {server_cpu} and {client_cpu} are not two distinct usable CPUs "
-              f"(usable: {sorted(allowed)}): processes are not pinned", file=sys.stderr)
-        return None, None
-    return server_cpu, client_cpu
-
-
 # What other_benchmarks() looks for (pgrep -f patterns): load generators, the other bench
 # scripts, and the heavy jobs of a development machine (test suite, type checker).
 BUSY_PATTERNS = (
@@ -758,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
     if why is not None:
         print(f"the load generator cannot run: {why}", file=sys.stderr)
         return 2
-    cpus = choose_cpus(args.server_cpu, args.client_cpu)
+    cpus = procs.choose_cpus(args.server_cpu, args.client_cpu)
     busy = other_benchmarks()
     if busy and args.wait_idle <= 0:
         print("warning: other benchmarks are running and will skew this one (see "
