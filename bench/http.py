@@ -1248,23 +1248,6 @@ def measure(entry: Entry, args: argparse.Namespace, cpus: tuple[int | None, int 
         server.stop()
 
 
-def _git_state() -> dict[str, Any]:
-    """The commit measured and the packetron files changed on top of it (uncommitted)."""
-    def git(*words: str) -> str:
-        try:
-            done = subprocess.run(["git", *words], cwd=REPO_ROOT, capture_output=True,
-                                  text=True, timeout=10, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return done.stdout if done.returncode == 0 else ""
-
-    # Porcelain lines are "XY path": stripping the whole output first would eat the
-    # leading space of " M path" and with it the path's first letter.
-    changed = git("status", "--porcelain", "--", "packetron")
-    return {"commit": git("rev-parse", "--short", "HEAD").strip() or None,
-            "packetron_uncommitted": [line[3:] for line in changed.splitlines() if line]}
-
-
 def _names(text: str, known: tuple[str, ...], what: str,
            parser: argparse.ArgumentParser) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
@@ -1387,7 +1370,7 @@ def main(argv: list[str] | None = None) -> int:
             "client_cpu": cpus[1],
             "echo_body_bytes": len(ECHO_BODY),
             "python": sys.version.split()[0],
-            **_git_state(),
+            **procs.git_state(REPO_ROOT),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "max_other_load": args.max_other_load,
             "retries": args.retries,

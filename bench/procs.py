@@ -172,3 +172,21 @@ def choose_cpus(server_cpu: int, client_cpu: int) -> tuple[int | None, int | Non
               f"(usable: {sorted(allowed)}): processes are not pinned", file=sys.stderr)
         return None, None
     return server_cpu, client_cpu
+
+
+def git_state(root: str) -> dict[str, Any]:
+    """The commit of the checkout at `root` and the packetron files changed on top of it
+    (uncommitted), for a benchmark's report; empty values where git is missing."""
+    def git(*words: str) -> str:
+        try:
+            done = subprocess.run(["git", *words], cwd=root, capture_output=True, text=True,
+                                  timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout if done.returncode == 0 else ""
+
+    # Porcelain lines are "XY path": stripping the whole output first would eat the
+    # leading space of " M path" and with it the path's first letter.
+    changed = git("status", "--porcelain", "--", "packetron")
+    return {"commit": git("rev-parse", "--short", "HEAD").strip() or None,
+            "packetron_uncommitted": [line[3:] for line in changed.splitlines() if line]}

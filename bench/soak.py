@@ -63,7 +63,8 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import IO, Any  # noqa: E402
 
-from bench.procs import HOST, NotReady, choose_cpus, free_port, pinned, wait_ready  # noqa: E402
+from bench.procs import (HOST, NotReady, choose_cpus, free_port, git_state, pinned,  # noqa: E402
+                         wait_ready)
 
 STATUS_PATH = "/api/status"
 ECHO_PATH = "/api/echo"
@@ -718,20 +719,9 @@ def packetron_state() -> dict[str, Any]:
     """The packetron measured: version, where it was imported from, commit, local edits."""
     import packetron
 
-    def git(*words: str) -> str:
-        try:
-            done = subprocess.run(["git", *words], cwd=REPO_ROOT, capture_output=True,
-                                  text=True, timeout=10, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return done.stdout if done.returncode == 0 else ""
-
-    # Porcelain lines are "XY path": the path starts at the fourth character.
-    changed = git("status", "--porcelain", "--", "packetron")
     return {"packetron": packetron.__version__,
             "packetron_path": os.path.dirname(packetron.__file__),
-            "commit": git("rev-parse", "--short", "HEAD").strip() or None,
-            "packetron_uncommitted": [line[3:] for line in changed.splitlines()]}
+            **git_state(REPO_ROOT)}
 
 
 def soak(args: argparse.Namespace, duration_s: int) -> int:
