@@ -181,8 +181,7 @@ class HttpProtocol(asyncio.Protocol):
         self._closing = False     # input is discarded (after an error or an upgrade)
         self.reuse = True        # the connection may serve another request
         self._deferred_error: bytes | None = None
-        self._idle_since = loop.time()
-        self._last_data = loop.time()
+        self._idle_since = self._last_data = loop.time()
         self._paused = 0
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None

@@ -37,7 +37,6 @@ _FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
 _CHECKED_NAMES: dict[str, str] = {}
 _CHECKED_NAMES_MAX = 1024
 
-
 # Prebuilt header lines parsed back into (name, value) pairs, by the lines: a handful of
 # content types and cached static files, each parsed once instead of once per answer.
 _EXPOSED_LINES: dict[bytes, tuple[tuple[str, str], ...]] = {}
@@ -49,7 +48,7 @@ def _parse_head_lines(lines: bytes) -> tuple[tuple[str, str], ...]:
     pairs = []
     for line in lines.split(b"\r\n"):
         name, sep, value = line.partition(b":")
-        if sep and name.strip().lower() not in (b"content-length", b"transfer-encoding"):
+        if sep and name.strip().lower().decode("latin-1") not in _FRAMING_HEADERS:
             pairs.append((name.strip().decode("latin-1"), value.strip().decode("latin-1")))
     return tuple(pairs)
 
@@ -70,6 +69,7 @@ def _check_name(name: str) -> str:
     if len(_CHECKED_NAMES) < _CHECKED_NAMES_MAX:  # bounded: names may come from clients
         _CHECKED_NAMES[name] = lowered
     return lowered
+
 
 # RFC 9110 §6.4.1: these never carry content (and 1xx/204 no Content-Length either).
 NO_BODY_STATUSES = frozenset({204, 304} | set(range(100, 200)))
