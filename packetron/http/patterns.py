@@ -36,6 +36,12 @@ Decisions:
   ``str`` or ``int`` matches is empty, and a literal empty segment is surely a typo.
 - A pattern without any parameter is accepted and matched as a literal path, though the
   caller normally keeps those in the exact router.
+- Paths as they come off the wire (`match_raw`) are remembered: the answer for up to
+  ``MEMO_SIZE`` recent paths (each at most ``MEMO_KEY_MAX`` bytes) is kept, so a path asked
+  for again skips decoding, splitting, the walk and the conversions. Every request still
+  gets its own params dict. Any add or remove forgets everything; a full memo is emptied
+  and refilled rather than kept in LRU order, so a stream of distinct paths costs one dict
+  insert each and nothing more.
 """
 from __future__ import annotations
 
@@ -46,7 +52,7 @@ from urllib.parse import unquote_to_bytes
 from packetron.errors import ConfigError
 from packetron.flags import RequestMethod
 
-__all__ = ["CONVERTERS", "PatternTable", "is_pattern"]
+__all__ = ["CONVERTERS", "MEMO_KEY_MAX", "MEMO_SIZE", "PatternTable", "is_pattern"]
 
 T = TypeVar("T")
 
@@ -55,6 +61,11 @@ METHOD_COUNT = len(RequestMethod)  # slots per shape, as in packetron.http.route
 # Longest int value accepted: 18 digits always fit in a signed 64-bit integer, and a
 # longer segment is refused before int() could spend quadratic time on it.
 _INT_MAX_DIGITS = 18
+# match_raw's memo: how many paths, and the longest one kept (longer paths are matched
+# every time; they are rare and would make the memo's memory depend on the client).
+MEMO_SIZE = 1024
+MEMO_KEY_MAX = 256
+_UNSEEN: Any = object()  # a memo miss (None is a remembered "no pattern matches")
 
 # A parsed segment: a literal string, or (converter, name).
 _Segment = str | tuple[str, str]
@@ -176,12 +187,14 @@ def _path_value(segments: list[str], start: int) -> str | None:
 class PatternTable(Generic[T]):
     """Path patterns -> one entry per RequestMethod, matched through a segment trie."""
 
-    __slots__ = ("_count", "_root", "_shapes")
+    __slots__ = ("_count", "_memo", "_root", "_shapes")
 
     def __init__(self) -> None:
         self._root: _Node[T] = _Node()
         self._shapes: dict[tuple[str | tuple[str], ...], _Shape[T]] = {}
         self._count = 0
+        # raw path -> what match() found for it (None: no pattern matches).
+        self._memo: dict[bytes, tuple[list[T | None], dict[str, Any]] | None] = {}
 
     # ------------------------------------------------------------ registration
 
@@ -194,6 +207,7 @@ class PatternTable(Generic[T]):
         segments = _parse(path)
         shape_key = _shape(segments)
         shape = self._shapes.get(shape_key)
+        self._memo.clear()  # a new shape may now match a remembered path better
         if shape is not None:
             if shape.segments != segments:
                 raise ConfigError(
@@ -254,6 +268,7 @@ class PatternTable(Generic[T]):
             return False
         shape.slots[method] = None
         self._count -= 1
+        self._memo.clear()
         if all(slot is None for slot in shape.slots):
             del self._shapes[shape_key]
             self._detach(self._root, segments, 0)
@@ -288,6 +303,28 @@ class PatternTable(Generic[T]):
                 node.str_child = None
 
     # ------------------------------------------------------------ matching
+
+    def match_raw(self, raw_path: bytes) -> tuple[list[T | None], dict[str, Any]] | None:
+        """match() for a path as the request line carries it: bytes, still percent-encoded,
+        without the query string, with its slashes ("/users/42"). Remembered (see the
+        module's decisions); the params dict returned is the caller's own.
+        """
+        memo = self._memo
+        found = memo.get(raw_path, _UNSEEN)
+        if found is _UNSEEN:
+            found = None
+            if raw_path[:1] == b"/":  # not absolute- or asterisk-form (exact routes only)
+                try:
+                    found = self.match(raw_path.decode("utf-8").strip("/"))
+                except UnicodeDecodeError:
+                    pass
+            if len(raw_path) <= MEMO_KEY_MAX:
+                if len(memo) >= MEMO_SIZE:
+                    memo.clear()
+                memo[raw_path] = found
+        if found is None:
+            return None
+        return found[0], found[1].copy()  # type: ignore[union-attr]
 
     def match(self, raw_path: str) -> tuple[list[T | None], dict[str, Any]] | None:
         """Slots of the best pattern for `raw_path` and its converted params, or None (404).

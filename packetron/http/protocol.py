@@ -542,7 +542,7 @@ class HttpProtocol(asyncio.Protocol):
             # Only when no exact route matched: exact routes pay nothing for patterns.
             cached = self._pattern_found
             found = cached[1] if cached is not None and cached[0] is target \
-                else self._match_pattern(raw_path)
+                else self._patterns.match_raw(raw_path)
             if found is not None:
                 slots, params = found
         index = METHOD_INDEX.get(method)
@@ -614,22 +614,12 @@ class HttpProtocol(asyncio.Protocol):
         if 35 in target:  # "#": the general path answers 400
             return None, None
         query_at = target.find(63)
-        found = self._match_pattern(target if query_at < 0 else target[:query_at])
+        found = self._patterns.match_raw(target if query_at < 0 else target[:query_at])
         self._pattern_found = (target, found)  # the same head's general path reuses it
         index = METHOD_INDEX.get(method)
         if found is None or index is None:
             return None, None
         return found[0][index], found[1]
-
-    def _match_pattern(self, raw_path: bytes) -> tuple[list[Any], dict[str, Any]] | None:
-        """The pattern route of a path not matched exactly (still percent-encoded)."""
-        if raw_path[:1] != b"/":
-            return None  # absolute- or asterisk-form: exact routes only
-        try:
-            path = raw_path.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-        return self._patterns.match(path.strip("/"))  # what Router.match does, one call less
 
     def _check_protocol(self, method: bytes, target: bytes) -> None:
         """Refuse a request line naming RTSP/ or ICE/ instead of HTTP/ (llhttp accepts

@@ -7,7 +7,7 @@ import pytest
 
 from packetron.errors import ConfigError
 from packetron.flags import RequestMethod
-from packetron.http.patterns import PatternTable, is_pattern
+from packetron.http.patterns import MEMO_KEY_MAX, MEMO_SIZE, PatternTable, is_pattern
 from packetron.http.router import METHOD_COUNT
 
 GET = int(RequestMethod.GET)
@@ -400,3 +400,62 @@ def test_the_loop_finds_what_the_backtracking_search_finds() -> None:
                 assert searched is None and expected is None, raw
             else:
                 assert searched[0] is expected[0] and searched[1] == expected[1], raw
+
+
+# ---------------------------------------------------------------- match_raw and its memo
+
+def raw_matched(patterns: PatternTable[str], raw_path: bytes) -> tuple[str | None, dict]:
+    found = patterns.match_raw(raw_path)
+    assert found is not None, raw_path
+    slots, params = found
+    return slots[GET], params
+
+
+def test_match_raw_takes_the_path_as_sent() -> None:
+    patterns = table("users/{id:int}", "files/{name}")
+    assert raw_matched(patterns, b"/users/42/") == ("users/{id:int}", {"id": 42})
+    assert raw_matched(patterns, b"/files/a%2Fb") == ("files/{name}", {"name": "a/b"})
+    assert patterns.match_raw(b"*") is None  # asterisk-form: exact routes only
+    assert patterns.match_raw(b"http://h/users/1") is None  # absolute-form: the same
+    assert patterns.match_raw(b"/files/\xff") is None  # not UTF-8
+
+
+def test_a_remembered_match_gives_every_caller_its_own_params() -> None:
+    patterns = table("users/{id:int}")
+    first = raw_matched(patterns, b"/users/7")[1]
+    first["id"] = "changed by a handler"
+    second = raw_matched(patterns, b"/users/7")[1]
+    assert second == {"id": 7}
+    assert second is not first
+
+
+def test_adding_a_pattern_forgets_remembered_answers() -> None:
+    patterns = table("users/{id}")
+    assert patterns.match_raw(b"/orders/1") is None  # remembered as no match
+    assert raw_matched(patterns, b"/users/me") == ("users/{id}", {"id": "me"})
+    patterns.add(GET, "orders/{n:int}", "orders")
+    patterns.add(GET, "users/me", "me")  # more literal: wins from now on
+    assert raw_matched(patterns, b"/orders/1") == ("orders", {"n": 1})
+    assert raw_matched(patterns, b"/users/me") == ("me", {})
+
+
+def test_removing_a_pattern_forgets_remembered_answers() -> None:
+    patterns = table("users/{id}", "users/{id}/posts")
+    assert raw_matched(patterns, b"/users/5/posts")[0] == "users/{id}/posts"
+    assert patterns.remove(GET, "users/{id}/posts")
+    assert patterns.match_raw(b"/users/5/posts") is None
+    patterns.add(POST, "users/{id}", "post")
+    assert patterns.remove(GET, "users/{id}")
+    slots, params = patterns.match_raw(b"/users/5")  # type: ignore[misc]
+    assert (slots[GET], slots[POST], params) == (None, "post", {"id": "5"})
+
+
+def test_the_memo_stays_bounded_and_keeps_answering() -> None:
+    patterns = table("items/{id:int}")
+    for number in range(MEMO_SIZE * 3):
+        assert raw_matched(patterns, b"/items/%d" % number)[1] == {"id": number}
+        assert len(patterns._memo) <= MEMO_SIZE
+    long_path = b"/items/" + b"1" * 10 + b"/" * MEMO_KEY_MAX
+    patterns._memo.clear()
+    assert raw_matched(patterns, long_path)[1] == {"id": 1111111111}
+    assert patterns._memo == {}  # a path that long is matched every time, not kept
