@@ -512,3 +512,21 @@ def test_the_codec_does_no_io() -> None:
                      (node.module or "").split(".")[0] for node in ast.walk(tree)
                      if isinstance(node, ast.ImportFrom)}
         assert not names & {"asyncio", "socket", "ssl", "time", "selectors"}, module
+
+
+def test_a_read_of_exactly_one_small_frame_keeps_every_rule() -> None:
+    # The reader's shortcut for a read holding one whole small frame must refuse what
+    # the general path refuses: each case is fed as one read.
+    assert read(client_frame(OP_TEXT, b"x" * 100), max_message_size=99)[0] == [
+        ("violation", 1009)]
+    assert read(client_frame(OP_TEXT, b"x" * 99), max_message_size=99)[0] == [
+        ("message", "x" * 99)]
+    assert read(client_frame(OP_TEXT, b"abcdef", mask=False))[0] == [("violation", 1002)]
+    assert read(client_frame(OP_BINARY, b"abcd", rsv=4))[0] == [("violation", 1002)]
+    events, _ = read([client_frame(OP_TEXT, b"open", fin=False), client_frame(OP_TEXT, b"new")])
+    assert events == [("violation", 1002)]  # a new message inside a fragmented one
+    events, _ = read([client_frame(OP_TEXT, b"ab", fin=False),
+                      client_frame(OP_CONTINUATION, b"cd")])
+    assert events == [("message", "abcd")]
+    assert read(client_frame(OP_BINARY, b""))[0] == [("message", b"")]
+    assert read(client_frame(OP_TEXT, b"\xff"))[0] == [("violation", 1007)]

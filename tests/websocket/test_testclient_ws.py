@@ -44,6 +44,21 @@ def app() -> Packetron:
         response.send_text_plain("no", status=401)
         return True
 
+    @server.websocket("race")
+    async def race(ws: WebSocket, request: Any) -> None:
+        # A message handed to a waiting receive() whose task is cancelled before it runs
+        # (a timeout firing in the same loop turn): the next receive() gets it.
+        await ws.accept()
+        waiting = asyncio.create_task(ws.receive())
+        while ws._receiver is None:
+            await asyncio.sleep(0)
+        ws._on_message("kept")
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await ws.send(await ws.receive())
+        await ws.send(await ws.receive())  # and the client's own message after it
+
     @server.websocket("private", plugins=[Plugin.create(handler=deny)])
     async def private(ws: WebSocket, request: Any) -> None:
         await ws.send("never")
@@ -67,6 +82,13 @@ def test_sync_client_round_trip(app: Packetron) -> None:
                 ws.receive()
             assert (info.value.code, info.value.reason) == (4000, "see you")
             assert ws.close_code == 4000
+
+
+def test_a_cancelled_receive_loses_no_message(app: Packetron) -> None:
+    with TestClient(app) as client, client.websocket_connect("/race") as ws:
+        assert ws.receive_text() == "kept"
+        ws.send_text("next")
+        assert ws.receive_text() == "next"
 
 
 def test_sync_client_sees_1009_and_refusals(app: Packetron) -> None:

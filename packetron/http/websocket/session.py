@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterable
 
 from packetron.errors import HttpError, PacketronError, WebSocketClosed
 from packetron.http.websocket.extensions import Deflater, Inflater, negotiate_deflate
@@ -72,7 +72,7 @@ class WebSocket:
     __slots__ = ("request", "path_params", "subprotocols", "subprotocol", "close_code",
                  "close_reason", "_offer", "_http", "_options", "_loop", "_state",
                  "_reader", "_deflater", "_transport", "_session", "_incoming",
-                 "_incoming_size", "_receiver", "_input_closed", "_output_closed",
+                 "_receiver", "_input_closed", "_output_closed",
                  "_close_received", "_write_paused", "_drain", "_reading_paused",
                  "_broken", "_close_deadline", "_last_received", "_ping_sent_at",
                  "_ping_payload", "_task", "_handler_done", "_lost", "_refused")
@@ -95,8 +95,7 @@ class WebSocket:
         self._transport: asyncio.Transport | None = None
         self._session: _Session | None = None
         self._incoming: deque[str | bytes] = deque()
-        self._incoming_size = 0
-        self._receiver: asyncio.Future[None] | None = None
+        self._receiver: asyncio.Future[str | bytes | None] | None = None
         self._input_closed = False   # no more messages will be delivered
         self._output_closed = False  # a close frame was sent (or the peer is gone)
         self._close_received = False  # the peer's close frame came
@@ -172,41 +171,61 @@ class WebSocket:
         http.state.connections.add(session)
         transport.write(head)
         if tail:
-            self._on_data(tail)
+            session.data_received(tail)
         if not self._reading_paused and not transport.is_closing():
             transport.resume_reading()  # the HTTP protocol paused it at the upgrade
 
     # ------------------------------------------------------------ receiving
 
-    async def receive(self) -> str | bytes:
-        """The next message: str for a text message, bytes for a binary one.
+    def receive(self) -> Coroutine[Any, Any, str | bytes]:
+        """The next message: str for a text message, bytes for a binary one (a coroutine:
+        `await ws.receive()`).
 
         Raises:
             WebSocketClosed: the connection is closed (`.code`, `.reason` say how).
         """
+        return self._receive(False)
+
+    async def _receive(self, iterating: bool) -> str | bytes:
+        """receive(), or the step of `async for` (StopAsyncIteration once closed)."""
         if self._state is _CONNECTING:
             await self.accept()
         while True:
             incoming = self._incoming
             if incoming:
                 message = incoming.popleft()
-                self._incoming_size -= len(message)
-                if self._reading_paused and len(incoming) <= _MAX_QUEUED_MESSAGES // 2 \
-                        and self._incoming_size <= self._options.max_message_size // 2:
-                    self._reading_paused = False
-                    transport = self._transport
-                    if transport is not None and not transport.is_closing():
-                        transport.resume_reading()
+                if self._reading_paused:
+                    self._maybe_resume_reading()
                 return message
             if self._input_closed:
+                if iterating:
+                    raise StopAsyncIteration
                 raise self._closed_error()
             if self._receiver is not None:
                 raise PacketronError("another task is already waiting in receive()")
             receiver = self._receiver = self._loop.create_future()
             try:
-                await receiver
+                message = await receiver  # _on_message hands it over; None: look again
+            except BaseException:
+                # Cancelled (a timeout, say) just after a message was handed over: it
+                # stays first in line for the next receive, never lost.
+                if receiver.done() and not receiver.cancelled() \
+                        and receiver.result() is not None:
+                    self._incoming.appendleft(receiver.result())
+                raise
             finally:
                 self._receiver = None
+            if message is not None:
+                return message
+
+    def _maybe_resume_reading(self) -> None:
+        incoming = self._incoming
+        if len(incoming) <= _MAX_QUEUED_MESSAGES // 2 \
+                and sum(map(len, incoming)) <= self._options.max_message_size // 2:
+            self._reading_paused = False
+            transport = self._transport
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
 
     async def receive_text(self) -> str:
         """receive(), insisting on a text message.
@@ -233,13 +252,10 @@ class WebSocket:
     def __aiter__(self) -> "WebSocket":
         return self
 
-    async def __anext__(self) -> str | bytes:
-        """The next message; `async for` simply ends when the connection closes. (No
-        async generator in between: one frame fewer per message.)"""
-        try:
-            return await self.receive()
-        except WebSocketClosed:
-            raise StopAsyncIteration from None
+    def __anext__(self) -> Coroutine[Any, Any, str | bytes]:
+        """The next message; `async for` simply ends when the connection closes. (The
+        coroutine itself, not one that awaits receive(): one frame fewer per message.)"""
+        return self._receive(True)
 
     # ------------------------------------------------------------ sending
 
@@ -372,27 +388,20 @@ class WebSocket:
 
     # ------------------------------------------------------------ transport events
 
-    def _on_data(self, data: bytes) -> None:
-        if self._broken:
-            return  # after a protocol error only the peer's end of file matters
-        reader = self._reader
-        assert reader is not None
-        if reader.stopped:
-            return  # the peer's close came: nothing after it counts (RFC 6455 §5.5.1)
-        self._last_received = self._http.state.now
-        reader.feed(data)
-
     def _on_message(self, message: str | bytes) -> None:
         if self._input_closed:
             return  # we are closing: data frames are discarded (RFC 6455 §1.4)
-        self._incoming.append(message)
-        self._incoming_size += len(message)
         receiver = self._receiver
         if receiver is not None and not receiver.done():
-            receiver.set_result(None)
-        if (len(self._incoming) >= _MAX_QUEUED_MESSAGES
-                or self._incoming_size > self._options.max_message_size) \
-                and not self._reading_paused:
+            receiver.set_result(message)  # straight to the waiting handler
+            return
+        incoming = self._incoming
+        incoming.append(message)
+        # A lone message is within max_message_size (the reader saw to it): only a
+        # queue the handler is behind on can be too long or too big.
+        if len(incoming) > 1 and not self._reading_paused \
+                and (len(incoming) >= _MAX_QUEUED_MESSAGES
+                     or sum(map(len, incoming)) > self._options.max_message_size):
             self._reading_paused = True
             transport = self._transport
             if transport is not None and not transport.is_closing():
@@ -524,7 +533,15 @@ class _Session(asyncio.Protocol):
         self.transport = ws._transport
 
     def data_received(self, data: bytes) -> None:
-        self.ws._on_data(data)
+        ws = self.ws
+        if ws._broken:
+            return  # after a protocol error only the peer's end of file matters
+        reader = ws._reader
+        assert reader is not None
+        if reader.stopped:
+            return  # the peer's close came: nothing after it counts (RFC 6455 §5.5.1)
+        ws._last_received = ws._http.state.now
+        reader.feed(data)
 
     def eof_received(self) -> bool:
         return False  # the peer is done sending: close our side too
@@ -542,8 +559,11 @@ class _Session(asyncio.Protocol):
 
     # The frame reader's listener (packetron.http.websocket.frames.FrameListener).
 
-    def on_message(self, message: str | bytes) -> None:
-        self.ws._on_message(message)
+    @property
+    def on_message(self) -> Callable[[str | bytes], None]:
+        # Read once, when the FrameReader is made: it then calls the WebSocket's own
+        # method, one call fewer per message.
+        return self.ws._on_message
 
     def on_ping(self, payload: bytes) -> None:
         self.ws._on_ping(payload)
