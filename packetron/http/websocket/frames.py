@@ -32,7 +32,7 @@ from typing import Callable, Protocol
 from packetron.http.websocket.extensions import Inflater
 
 __all__ = ["FrameListener", "FrameReader", "encode_frame", "encode_close", "text_frame",
-           "binary_frame", "unmask", "VALID_CLOSE_CODES",
+           "binary_frame", "unmask", "TEXT_HEADS", "BINARY_HEADS", "VALID_CLOSE_CODES",
            "OP_CONTINUATION", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG"]
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
@@ -151,14 +151,17 @@ class FrameReader:
             size = len(data) - 6
             if 0 <= size < 126 and data[1] == 0x80 | size and size <= self._max_size:
                 first = data[0]
-                if first == _FINAL_TEXT:
+                if first == _FINAL_TEXT or first == _FINAL_BINARY:
+                    # unmask() written out: the key 32 times covers any length up to 125.
+                    payload = (_from_bytes(data[6:], "little") ^ _from_bytes(
+                        (data[2:6] * 32)[:size], "little")).to_bytes(size, "little")
+                    if first == _FINAL_BINARY:
+                        return self._on_message(payload)
                     try:
-                        text = unmask(data[6:], data[2:6]).decode("utf-8")
+                        text = payload.decode("utf-8")
                     except UnicodeDecodeError:
                         return self._violate(_INVALID_DATA, "invalid UTF-8 in text")
                     return self._on_message(text)
-                if first == _FINAL_BINARY:
-                    return self._on_message(unmask(data[6:], data[2:6]))
         if self._tail:
             data = self._tail + data
             self._tail = b""
@@ -356,9 +359,9 @@ class FrameReader:
         self._on_violation(code, reason)
 
 
-# Heads of unfragmented, uncompressed server frames with up to 125 bytes.
-_TEXT_HEADS = [bytes((_FIN | OP_TEXT, size)) for size in range(126)]
-_BINARY_HEADS = [bytes((_FIN | OP_BINARY, size)) for size in range(126)]
+# Heads of unfragmented, uncompressed server frames with up to 125 bytes, by length.
+TEXT_HEADS = [bytes((_FIN | OP_TEXT, size)) for size in range(126)]
+BINARY_HEADS = [bytes((_FIN | OP_BINARY, size)) for size in range(126)]
 
 
 def encode_frame(opcode: int, payload: bytes, *, rsv1: bool = False) -> bytes:
@@ -382,7 +385,7 @@ def text_frame(payload: bytes) -> bytes:
     """A text message's frame; `payload` is its UTF-8."""
     size = len(payload)
     if size < 126:
-        return _TEXT_HEADS[size] + payload
+        return TEXT_HEADS[size] + payload
     return encode_frame(OP_TEXT, payload)
 
 
@@ -390,7 +393,7 @@ def binary_frame(payload: bytes) -> bytes:
     """A binary message's frame."""
     size = len(payload)
     if size < 126:
-        return _BINARY_HEADS[size] + payload
+        return BINARY_HEADS[size] + payload
     return encode_frame(OP_BINARY, payload)
 
 

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Iterable
 
 from packetron.errors import HttpError, PacketronError, WebSocketClosed
 from packetron.http.websocket.extensions import Deflater, Inflater, negotiate_deflate
-from packetron.http.websocket.frames import (OP_BINARY, OP_PING, OP_PONG, OP_TEXT,
-                                             FrameReader, binary_frame, encode_close,
-                                             encode_frame, text_frame)
+from packetron.http.websocket.frames import (BINARY_HEADS, OP_BINARY, OP_PING, OP_PONG,
+                                             OP_TEXT, TEXT_HEADS, FrameReader, encode_close,
+                                             encode_frame)
 from packetron.http.websocket.handshake import UpgradeOffer, switching_head
 from packetron.log import server_logger
 
@@ -274,20 +274,22 @@ class WebSocket:
             await self.accept()
         if isinstance(message, str):
             payload = message.encode("utf-8")
-            text = True
+            heads = TEXT_HEADS
         elif isinstance(message, (bytes, bytearray, memoryview)):
             payload = bytes(message)
-            text = False
+            heads = BINARY_HEADS
         else:
             raise TypeError(f"a WebSocket message is str or bytes, not {type(message).__name__}")
         if self._output_closed:
             raise self._closed_error()
         deflater = self._deflater
-        if deflater is None:
-            frame = text_frame(payload) if text else binary_frame(payload)
+        size = len(payload)
+        if deflater is None and size < 126:
+            frame = heads[size] + payload  # text_frame() / binary_frame() written out
         else:
-            frame = encode_frame(OP_TEXT if text else OP_BINARY, deflater.compress(payload),
-                                 rsv1=True)
+            opcode = OP_TEXT if heads is TEXT_HEADS else OP_BINARY
+            frame = encode_frame(opcode, payload) if deflater is None else \
+                encode_frame(opcode, deflater.compress(payload), rsv1=True)
         transport = self._transport
         assert transport is not None
         transport.write(frame)
