@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Awaitable, BinaryIO, Coroutine
 
 from packetron.errors import ResponseAlreadySent
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from packetron.http.connection import Connection
     from packetron.http.request import Request
 
-__all__ = ["Response", "NO_BODY_STATUSES"]
+__all__ = ["HeaderBlock", "Response", "NO_BODY_STATUSES"]
 
 CT_JSON = b"content-type: application/json\r\n"
 CT_HTML = b"content-type: text/html; charset=utf-8\r\n"
@@ -69,6 +70,39 @@ def _check_name(name: str) -> str:
     if len(_CHECKED_NAMES) < _CHECKED_NAMES_MAX:  # bounded: names may come from clients
         _CHECKED_NAMES[name] = lowered
     return lowered
+
+
+class HeaderBlock:
+    """Response headers checked once, when made, for answers that carry the same ones
+    again and again (a plugin's fixed headers): `Response.set_headers` and
+    `Response.add_missing_headers` add them without checking each name and value anew.
+
+    Raises:
+        ValueError: a name or value set_header() would refuse, or a name given twice
+            (Set-Cookie aside).
+    """
+
+    __slots__ = ("entries", "pairs", "names", "content_type")
+
+    def __init__(self, headers: Iterable[tuple[str, Any]]) -> None:
+        entries: list[tuple[str, str, str]] = []
+        for name, value in headers:
+            text = value if type(value) is str else str(value)
+            if "\r" in text or "\n" in text:
+                raise ValueError(f"invalid header {name!r}")
+            lowered = _check_name(name)
+            if lowered != "set-cookie" and any(lowered == seen for _, seen, _ in entries):
+                raise ValueError(f"header {name!r} is given twice")
+            entries.append((name, lowered, text))
+        # (name as given, lowercase name, value)
+        self.entries: tuple[tuple[str, str, str], ...] = tuple(entries)
+        # For an answer that has none of these names yet (the usual case): one extend.
+        self.pairs = tuple((name, text) for name, _, text in entries)
+        self.names = frozenset(lowered for _, lowered, _ in entries)
+        self.content_type = "content-type" in self.names
+
+    def __repr__(self) -> str:
+        return f"HeaderBlock({[(name, value) for name, _, value in self.entries]!r})"
 
 
 # RFC 9110 §6.4.1: these never carry content (and 1xx/204 no Content-Length either).
@@ -139,6 +173,52 @@ class Response:
         names.add(lowered)
         if lowered == "content-type":
             self._has_content_type = True
+
+    def set_headers(self, block: HeaderBlock) -> None:
+        """set_header() for every header of `block`, each replacing one of its name."""
+        if self.sent:
+            raise ResponseAlreadySent("headers cannot change after the response was sent")
+        headers = self._headers
+        names = self._header_names
+        if headers is None or names is None:
+            headers = self._headers = []
+            names = self._header_names = set()
+        if names.isdisjoint(block.names):
+            headers.extend(block.pairs)
+            names.update(block.names)
+            if block.content_type:
+                self._has_content_type = True
+            return
+        for name, lowered, text in block.entries:
+            if lowered in names and lowered != "set-cookie":
+                headers[:] = [(n, v) for n, v in headers if n.lower() != lowered]
+            headers.append((name, text))
+            names.add(lowered)
+            if lowered == "content-type":
+                self._has_content_type = True
+
+    def add_missing_headers(self, block: HeaderBlock) -> None:
+        """Set each header of `block` whose name is not set yet: defaults that never
+        override what the handler (or another plugin) set."""
+        if self.sent:
+            raise ResponseAlreadySent("headers cannot change after the response was sent")
+        headers = self._headers
+        names = self._header_names
+        if headers is None or names is None:
+            headers = self._headers = []
+            names = self._header_names = set()
+        if names.isdisjoint(block.names):
+            headers.extend(block.pairs)
+            names.update(block.names)
+            if block.content_type:
+                self._has_content_type = True
+            return
+        for name, lowered, text in block.entries:
+            if lowered not in names:
+                headers.append((name, text))
+                names.add(lowered)
+                if lowered == "content-type":
+                    self._has_content_type = True
 
     def reset_headers(self, headers: Any = ()) -> None:
         """Drop every header set so far and set `headers` (name, value pairs) instead: an

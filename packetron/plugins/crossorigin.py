@@ -10,6 +10,7 @@ from typing import Any, Iterable
 from packetron.errors import ConfigError
 from packetron.flags import PluginPriority
 from packetron.http.plugins import Plugin
+from packetron.http.response import HeaderBlock
 
 __all__ = ["cors", "CorsPolicy", "parse_origin", "add_vary"]
 
@@ -25,6 +26,8 @@ _ORIGIN = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://"
                      r"([A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])"
                      r"(?::([0-9]{1,5}))?")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VARY_ORIGIN = HeaderBlock([("Vary", "Origin")])
+_SIMPLE_BLOCKS_MAX = 256  # origins remembered per policy (see CorsPolicy.simple_block)
 
 
 def parse_origin(value: str) -> str | None:
@@ -67,7 +70,8 @@ class CorsPolicy:
 
     __slots__ = ("allow_all", "allow_null", "origins", "origin_regex", "any_method",
                  "methods", "methods_value", "reflect_headers", "allowed_headers",
-                 "allow_headers_value", "credentials", "expose_value", "max_age")
+                 "allow_headers_value", "credentials", "expose_value", "max_age",
+                 "_simple_blocks")
 
     def __init__(self, allow_origins: Iterable[str] | str = ("*",),
                  allow_origin_regex: "str | re.Pattern[str] | None" = None,
@@ -118,6 +122,9 @@ class CorsPolicy:
         if max_age is not None and (not isinstance(max_age, int) or max_age < 0):
             raise ConfigError(f"cors: max_age must be a number of seconds >= 0, got {max_age!r}")
         self.max_age = max_age
+        # Origin as sent -> the headers of an ordinary answer to it (None: not allowed).
+        # A site sees few origins; the bound keeps a client sending random ones harmless.
+        self._simple_blocks: dict[str, HeaderBlock | None] = {}
 
     def allows_origin(self, origin: str) -> bool:
         """Whether a request from `origin` (the Origin header as sent) may see answers."""
@@ -145,6 +152,20 @@ class CorsPolicy:
         if self.expose_value:
             headers.append(("Access-Control-Expose-Headers", self.expose_value))
         return headers
+
+    def simple_block(self, origin: str) -> HeaderBlock | None:
+        """simple_headers(origin), checked once and remembered; None when not allowed."""
+        blocks = self._simple_blocks
+        try:
+            return blocks[origin]
+        except KeyError:
+            pass
+        headers = self.simple_headers(origin)
+        block = HeaderBlock(headers) if headers else None
+        if len(blocks) >= _SIMPLE_BLOCKS_MAX:
+            blocks.clear()
+        blocks[origin] = block
+        return block
 
     def preflight(self, origin: str, method: str,
                   requested_headers: str | None) -> tuple[list[tuple[str, str]], str | None]:
@@ -238,12 +259,16 @@ def cors(allow_origins: Iterable[str] | str = ("*",),
         return True
 
     def add_headers(request: Any, response: Any) -> None:
-        add_vary(response, "Origin")
+        if response.get_header("Vary") is None:
+            response.add_missing_headers(_VARY_ORIGIN)
+        else:
+            add_vary(response, "Origin")
         origin = request.headers.get("origin")
         if origin is None or _is_preflight(request):
             return  # a preflight's headers were decided when it was answered
-        for name, value in policy.simple_headers(origin):
-            response.set_header(name, value)
+        block = policy.simple_block(origin)
+        if block is not None:
+            response.set_headers(block)
 
     # HIGH: a preflight carries no credentials, so it must be answered before an
     # authentication plugin refuses it.

@@ -6,6 +6,7 @@ from typing import Any
 from packetron.errors import ConfigError
 from packetron.flags import PluginPriority
 from packetron.http.plugins import Plugin
+from packetron.http.response import HeaderBlock
 
 __all__ = ["security_headers", "security_header_list"]
 
@@ -52,13 +53,11 @@ def security_headers(hsts: str | None | bool = DEFAULT_HSTS,
     HSTS is sent over plain HTTP too, where browsers ignore it: behind a TLS-terminating
     proxy the server cannot tell the difference.
     """
-    headers = security_header_list(hsts, content_type_options, frame_options,
-                                   referrer_policy, csp)
+    block = HeaderBlock(security_header_list(hsts, content_type_options, frame_options,
+                                             referrer_policy, csp))  # checked once, here
 
     def add(request: Any, response: Any) -> None:
-        for name, value in headers:
-            if response.get_header(name) is None:
-                response.set_header(name, value)
+        response.add_missing_headers(block)
 
     # No `handler`: nothing to decide before the route runs.
     return Plugin.create(PluginPriority.MEDIUM, after=add)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from packetron.http import response as response_module
-from packetron.http.response import Response
+from packetron.http.response import HeaderBlock, Response
 
 
 def fresh() -> Response:
@@ -48,3 +48,47 @@ def test_the_accepted_names_cache_is_bounded() -> None:
         response.set_header(f"X-Echo-{index}", "v")
     assert len(response_module._CHECKED_NAMES) <= response_module._CHECKED_NAMES_MAX
     assert response.get_header(f"x-echo-{3 * response_module._CHECKED_NAMES_MAX - 1}") == "v"
+
+
+# ---------------------------------------------------------------- header blocks
+
+@pytest.mark.parametrize("pairs", [[("X-A\r", "v")], [("Content-Length", "5")],
+                                   [("X-A", "a\r\nb")], [("X-A", "1"), ("x-a", "2")]])
+def test_a_header_block_refuses_what_set_header_refuses(pairs: list) -> None:
+    with pytest.raises(ValueError):
+        HeaderBlock(pairs)
+
+
+def test_set_headers_is_set_header_for_each() -> None:
+    block = HeaderBlock([("X-Frame", "DENY"), ("Content-Type", "text/x"), ("X-N", 7)])
+    by_block, by_hand = fresh(), fresh()
+    for response in (by_block, by_hand):
+        response.set_header("x-frame", "SAMEORIGIN")
+        response.set_header("Set-Cookie", "a=1")
+    by_block.set_headers(block)
+    for name, value in (("X-Frame", "DENY"), ("Content-Type", "text/x"), ("X-N", 7)):
+        by_hand.set_header(name, value)
+    assert by_block._headers == by_hand._headers == [
+        ("Set-Cookie", "a=1"), ("X-Frame", "DENY"), ("Content-Type", "text/x"), ("X-N", "7")]
+    assert by_block._has_content_type and by_hand._has_content_type
+    empty = fresh()
+    empty.set_headers(block)  # nothing set before: the whole block at once
+    assert empty._headers == [("X-Frame", "DENY"), ("Content-Type", "text/x"), ("X-N", "7")]
+    assert empty._has_content_type
+
+
+def test_add_missing_headers_never_overrides() -> None:
+    block = HeaderBlock([("X-Frame-Options", "DENY"), ("Vary", "Origin")])
+    response = fresh()
+    response.add_missing_headers(block)
+    assert response._headers == [("X-Frame-Options", "DENY"), ("Vary", "Origin")]
+    handler_set = fresh()
+    handler_set.set_header("vary", "Accept")
+    handler_set.add_missing_headers(block)
+    assert handler_set._headers == [("vary", "Accept"), ("X-Frame-Options", "DENY")]
+    assert not handler_set._has_content_type
+    again = fresh()
+    again.add_missing_headers(block)
+    again.set_header("X-Frame-Options", "SAMEORIGIN")  # changes this answer, not the block
+    assert fresh().add_missing_headers(block) is None and block.pairs == (
+        ("X-Frame-Options", "DENY"), ("Vary", "Origin"))

@@ -355,3 +355,22 @@ def test_security_headers_defaults_and_switches() -> None:
         security_headers(csp="default-src 'self'\r\nX-Evil: 1")
     with pytest.raises(ConfigError):
         security_headers(frame_options=3)  # type: ignore[arg-type]
+
+
+def test_cors_remembers_its_answer_per_origin_within_a_bound() -> None:
+    from packetron.plugins import crossorigin
+
+    policy = CorsPolicy(allow_origins=["https://app.example"], allow_credentials=True,
+                        expose_headers=["X-Total"])
+    for _ in range(2):  # the second time from memory: the same headers
+        block = policy.simple_block("https://APP.example:443")
+        assert block is not None and list(block.pairs) == [
+            ("Access-Control-Allow-Origin", "https://APP.example:443"),
+            ("Access-Control-Allow-Credentials", "true"),
+            ("Access-Control-Expose-Headers", "X-Total")]
+        assert policy.simple_block("https://evil.example") is None
+        assert policy.simple_block("null") is None
+    for number in range(crossorigin._SIMPLE_BLOCKS_MAX * 3):
+        assert policy.simple_block(f"https://h{number}.example") is None
+        assert len(policy._simple_blocks) <= crossorigin._SIMPLE_BLOCKS_MAX
+    assert policy.simple_block("https://app.example") is not None
