@@ -40,7 +40,7 @@ _CHECKED_NAMES_MAX = 1024
 
 # Prebuilt header lines parsed back into (name, value) pairs, by the lines: a handful of
 # content types and cached static files, each parsed once instead of once per answer.
-_EXPOSED_LINES: dict[bytes, tuple[tuple[str, str], ...]] = {}
+_EXPOSED_LINES: dict[bytes, HeaderBlock] = {}
 _EXPOSED_LINES_MAX = 4096
 
 
@@ -268,13 +268,18 @@ class Response:
     def _expose_head_lines(self, lines: bytes) -> None:
         """Turn prebuilt header lines (`content-type: ...\r\n`) into headers an
         after-hook can read and change; the server's framing lines stay its own."""
-        pairs = _EXPOSED_LINES.get(lines)
-        if pairs is None:
+        block = _EXPOSED_LINES.get(lines)
+        if block is None:
             pairs = _parse_head_lines(lines)
+            try:
+                block = HeaderBlock(pairs)
+            except ValueError:  # a name twice: set one by one, as set_header() would
+                for name, value in pairs:
+                    self.set_header(name, value)
+                return
             if len(_EXPOSED_LINES) < _EXPOSED_LINES_MAX:
-                _EXPOSED_LINES[lines] = pairs
-        for name, value in pairs:
-            self.set_header(name, value)
+                _EXPOSED_LINES[lines] = block
+        self.set_headers(block)
 
     def _run_afters(self, status: int) -> Coroutine[Any, Any, None] | None:
         """Run the after-hooks once, by priority, with `status` visible. Returns None when

@@ -92,3 +92,13 @@ def test_add_missing_headers_never_overrides() -> None:
     again.set_header("X-Frame-Options", "SAMEORIGIN")  # changes this answer, not the block
     assert fresh().add_missing_headers(block) is None and block.pairs == (
         ("X-Frame-Options", "DENY"), ("Vary", "Origin"))
+
+
+def test_prebuilt_lines_become_headers_and_a_repeated_name_still_works() -> None:
+    response = fresh()
+    response._expose_head_lines(b"content-type: text/plain\r\nx-a: 1\r\n")
+    assert response._headers == [("content-type", "text/plain"), ("x-a", "1")]
+    assert response._has_content_type
+    twice = fresh()
+    twice._expose_head_lines(b"x-b: 1\r\nx-b: 2\r\ncontent-length: 9\r\n")
+    assert twice._headers == [("x-b", "2")]  # as set_header twice; framing left out
