@@ -46,6 +46,9 @@ def header_line(name: str, value: str) -> bytes:
     return f"{name}: {value}\r\n".encode("latin-1")
 
 
+_NAME_VALUE_JOIN = ": ".join
+
+
 def build_head(
     status: int,
     date_header: bytes,
@@ -85,7 +88,8 @@ def build_head(
     if not extra_headers:
         pass
     elif checked:
-        parts.append("".join([f"{name}: {value}\r\n" for name, value in extra_headers])
+        # ": ".join over each (name, value) pair: the whole block is formatted in C.
+        parts.append(("\r\n".join(map(_NAME_VALUE_JOIN, extra_headers)) + "\r\n")
                      .encode("latin-1"))
     else:
         for name, value in extra_headers:
