@@ -42,6 +42,7 @@ _CHECKED_NAMES_MAX = 1024
 # content types and cached static files, each parsed once instead of once per answer.
 _EXPOSED_LINES: dict[bytes, HeaderBlock] = {}
 _EXPOSED_LINES_MAX = 4096
+_NAME_VALUE_JOIN = ": ".join  # ("name", "value") -> "name: value", in C
 
 
 def _parse_head_lines(lines: bytes) -> tuple[tuple[str, str], ...]:
@@ -362,17 +363,27 @@ class Response:
             body = self.body or b""
         protocol = self._protocol
         request = self._request
-        if (status == 200 and self._headers is None and request.keep_alive and protocol.reuse
+        if (status == 200 and request.keep_alive and protocol.reuse
                 and not request.is_head and request.http_version == "1.1"):
-            # The hot path: a plain 200 on a persistent connection, one join, one write.
+            # The hot path: a 200 on a persistent connection, one join, one write (the
+            # head as build_head() would make it).
             self.sent = True
             self.status = 200
             length = self.bytes_sent = len(body)
-            data = b"".join((
-                _OK_STATUS_LINE, protocol.state.date_header, content_type,  # type: ignore[arg-type]
-                _CONTENT_LENGTH_LINES[length] if length < _CONTENT_LENGTH_LINES_COUNT
-                else b"content-length: %d\r\n\r\n" % length,
-                body))
+            headers = self._headers
+            if headers is None:
+                data = b"".join((
+                    _OK_STATUS_LINE, protocol.state.date_header, content_type,  # type: ignore[arg-type]
+                    _CONTENT_LENGTH_LINES[length] if length < _CONTENT_LENGTH_LINES_COUNT
+                    else b"content-length: %d\r\n\r\n" % length,
+                    body))
+            else:
+                data = b"".join((
+                    _OK_STATUS_LINE, protocol.state.date_header,
+                    b"" if content_type is None or self._has_content_type else content_type,
+                    b"content-length: %d\r\n" % length,
+                    ("\r\n".join(map(_NAME_VALUE_JOIN, headers)) + "\r\n\r\n").encode("latin-1"),
+                    body))
             self.finished = True
             protocol.write_whole(request, data)
             # Request and Response point at each other; cutting the link lets reference
