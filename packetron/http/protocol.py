@@ -634,7 +634,6 @@ class HttpProtocol(asyncio.Protocol):
         Raises:
             BadRequest: the protocol is not HTTP.
         """
-        needle = b" " + target + b" "
         data = self._data
         if self._head_bytes < 0:  # the whole head is in this chunk
             if self._plain_data is data:
@@ -644,6 +643,7 @@ class HttpProtocol(asyncio.Protocol):
                 # instead of one search per pipelined request.
                 self._plain_data = data
                 return
+            needle = b" " + target + b" "
             start = self._scan_pos if self._scan_data is data else 0
             at = data.find(needle, start)
             if at < 0:
@@ -652,6 +652,7 @@ class HttpProtocol(asyncio.Protocol):
             self._scan_pos = at + len(needle)
             hay = data
         else:
+            needle = b" " + target + b" "
             hay = self._line_chunk
             at = hay.rfind(needle)
             if at < 0 or len(hay) < at + len(needle) + 5:
