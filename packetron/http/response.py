@@ -370,8 +370,7 @@ class Response:
             self.sent = True
             self.status = 200
             length = self.bytes_sent = len(body)
-            headers = self._headers
-            if headers is None:
+            if self._headers is None:
                 data = b"".join((
                     _OK_STATUS_LINE, protocol.state.date_header, content_type,  # type: ignore[arg-type]
                     _CONTENT_LENGTH_LINES[length] if length < _CONTENT_LENGTH_LINES_COUNT
@@ -382,7 +381,8 @@ class Response:
                     _OK_STATUS_LINE, protocol.state.date_header,
                     b"" if content_type is None or self._has_content_type else content_type,
                     b"content-length: %d\r\n" % length,
-                    ("\r\n".join(map(_NAME_VALUE_JOIN, headers)) + "\r\n\r\n").encode("latin-1"),
+                    ("\r\n".join(map(_NAME_VALUE_JOIN, self._headers)) + "\r\n\r\n")
+                    .encode("latin-1"),
                     body))
             self.finished = True
             protocol.write_whole(request, data)
