@@ -292,7 +292,7 @@ class HttpProtocol(asyncio.Protocol):
             if batch:
                 transport = self.transport
                 if not transport.is_closing():
-                    transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+                    transport.write(b"".join(batch))  # one piece: join returns it, no copy
 
     def _parse_failed(self, exc: BaseException, data: bytes) -> None:
         if isinstance(exc, _HttpParserCallbackError):
@@ -828,7 +828,7 @@ class HttpProtocol(asyncio.Protocol):
         """Send the answers batched during this read (before closing, or at its end)."""
         batch = self._batch
         if batch:
-            data = batch[0] if len(batch) == 1 else b"".join(batch)
+            data = b"".join(batch)  # one piece: join returns it, no copy
             batch.clear()
             self._batched = 0
             transport = self.transport
