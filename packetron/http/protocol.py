@@ -465,12 +465,13 @@ class HttpProtocol(asyncio.Protocol):
                 # chunk starts it, so its protocol is at a known offset; any other
                 # request (pipelined, or a head over several reads) is looked for.
                 data = self._data
-                at = len(method) + len(target) + 1
-                if self._scan_data is data or not data.startswith(_SP_HTTP, at):
-                    self._check_protocol(method, target)
-                else:
-                    self._scan_data = data
-                    self._scan_pos = at
+                if self._plain_data is not data:  # else: this read names neither, known
+                    at = len(method) + len(target) + 1
+                    if self._scan_data is data or not data.startswith(_SP_HTTP, at):
+                        self._check_protocol(method, target)
+                    else:
+                        self._scan_data = data
+                        self._scan_pos = at
                 request = Request(self, route.method_name, target, "1.1", headers,
                                   True, route, route.buffered_cap, True)
                 if params is not None:
@@ -501,12 +502,13 @@ class HttpProtocol(asyncio.Protocol):
         self._last_data = self._read_at  # a body's timeout counts from the end of its head
         target = self._url
         data = self._data
-        at = len(method) + len(target) + 1
-        if self._scan_data is data or not data.startswith(_SP_HTTP, at):
-            self._check_protocol(method, target)  # see on_headers_complete
-        else:
-            self._scan_data = data
-            self._scan_pos = at
+        if self._plain_data is not data:  # see on_headers_complete
+            at = len(method) + len(target) + 1
+            if self._scan_data is data or not data.startswith(_SP_HTTP, at):
+                self._check_protocol(method, target)
+            else:
+                self._scan_data = data
+                self._scan_pos = at
         if method == b"CONNECT":
             # llhttp treats CONNECT as an upgrade; no proxying (or tunnelling) is served.
             raise MethodNotImplemented("Not Implemented: CONNECT is not supported")
