@@ -63,6 +63,8 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import IO, Any  # noqa: E402
 
+# The POST body is bench/http.py's: ~200 bytes of ordinary JSON.
+from bench.http import ECHO_BODY, ECHO_OBJECT  # noqa: E402
 from bench.procs import (HOST, NotReady, choose_cpus, free_port, git_state, pinned,  # noqa: E402
                          wait_ready)
 
@@ -71,19 +73,6 @@ ECHO_PATH = "/api/echo"
 UPLOAD_PATH = "/upload"
 KINDS = ("get", "post", "upload")
 
-# The POST body: ~200 bytes of ordinary JSON, as bench/http.py sends.
-ECHO_OBJECT: dict[str, Any] = {
-    "id": 48213,
-    "user": "bench-user",
-    "active": True,
-    "score": 98.25,
-    "tags": ["alpha", "beta", "gamma"],
-    "items": [
-        {"sku": "A-1001", "qty": 2, "price": 9.99},
-        {"sku": "B-2002", "qty": 1, "price": 24.5},
-    ],
-}
-ECHO_BODY = json.dumps(ECHO_OBJECT)
 BOUNDARY = "----packetronSoakBoundary7c1e9a"
 UPLOAD_NOTE = "soak"
 
