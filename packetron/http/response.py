@@ -177,30 +177,23 @@ class Response:
 
     def set_headers(self, block: HeaderBlock) -> None:
         """set_header() for every header of `block`, each replacing one of its name."""
-        if self.sent:
-            raise ResponseAlreadySent("headers cannot change after the response was sent")
-        headers = self._headers
-        names = self._header_names
-        if headers is None or names is None:
-            headers = self._headers = []
-            names = self._header_names = set()
-        if names.isdisjoint(block.names):
-            headers.extend(block.pairs)
-            names.update(block.names)
-            if block.content_type:
-                self._has_content_type = True
-            return
-        for name, lowered, text in block.entries:
-            if lowered in names and lowered != "set-cookie":
-                headers[:] = [(n, v) for n, v in headers if n.lower() != lowered]
-            headers.append((name, text))
-            names.add(lowered)
-            if lowered == "content-type":
-                self._has_content_type = True
+        if not self._extend_disjoint(block):
+            for name, _, text in block.entries:
+                self.set_header(name, text)
 
     def add_missing_headers(self, block: HeaderBlock) -> None:
         """Set each header of `block` whose name is not set yet: defaults that never
         override what the handler (or another plugin) set."""
+        if not self._extend_disjoint(block):
+            names = self._header_names
+            for name, lowered, text in block.entries:
+                if names is None or lowered not in names:
+                    self.set_header(name, text)
+
+    def _extend_disjoint(self, block: HeaderBlock) -> bool:
+        """Add the whole block in one extend when none of its names is set yet (the usual
+        case for both methods above, where they mean the same); False when one is, and
+        each header must be decided by name."""
         if self.sent:
             raise ResponseAlreadySent("headers cannot change after the response was sent")
         headers = self._headers
@@ -208,18 +201,13 @@ class Response:
         if headers is None or names is None:
             headers = self._headers = []
             names = self._header_names = set()
-        if names.isdisjoint(block.names):
-            headers.extend(block.pairs)
-            names.update(block.names)
-            if block.content_type:
-                self._has_content_type = True
-            return
-        for name, lowered, text in block.entries:
-            if lowered not in names:
-                headers.append((name, text))
-                names.add(lowered)
-                if lowered == "content-type":
-                    self._has_content_type = True
+        elif not names.isdisjoint(block.names):
+            return False
+        headers.extend(block.pairs)
+        names.update(block.names)
+        if block.content_type:
+            self._has_content_type = True
+        return True
 
     def reset_headers(self, headers: Any = ()) -> None:
         """Drop every header set so far and set `headers` (name, value pairs) instead: an
