@@ -464,6 +464,7 @@ class HttpProtocol(asyncio.Protocol):
                 # llhttp also takes RTSP/ and ICE/ lines. The first request of a
                 # chunk starts it, so its protocol is at a known offset; any other
                 # request (pipelined, or a head over several reads) is looked for.
+                # (_check_protocol's first lines, written out: a call per GET.)
                 data = self._data
                 if self._plain_data is not data:  # else: this read names neither, known
                     at = len(method) + len(target) + 1
@@ -501,14 +502,7 @@ class HttpProtocol(asyncio.Protocol):
         """Every head but the common one: versions, bodies, errors, pipelining."""
         self._last_data = self._read_at  # a body's timeout counts from the end of its head
         target = self._url
-        data = self._data
-        if self._plain_data is not data:  # see on_headers_complete
-            at = len(method) + len(target) + 1
-            if self._scan_data is data or not data.startswith(_SP_HTTP, at):
-                self._check_protocol(method, target)
-            else:
-                self._scan_data = data
-                self._scan_pos = at
+        self._check_protocol(method, target)
         if method == b"CONNECT":
             # llhttp treats CONNECT as an upgrade; no proxying (or tunnelling) is served.
             raise MethodNotImplemented("Not Implemented: CONNECT is not supported")
@@ -627,19 +621,24 @@ class HttpProtocol(asyncio.Protocol):
         """Refuse a request line naming RTSP/ or ICE/ instead of HTTP/ (llhttp accepts
         all three and reports only the version).
 
-        Called when the request is not the first of its chunk (whose protocol is checked
-        at a fixed offset) or the chunk does not begin with its line. Searches this chunk
-        after the lines already found in it, or, for a head that spanned reads, where it
-        began. A false match needs bytes the same client sent, and at worst lets its own
-        request through as HTTP.
+        The first request of a chunk that begins with its line is checked at a fixed
+        offset. Any other is searched for in this chunk after the lines already found in
+        it, or, for a head that spanned reads, where it began. A false match needs bytes
+        the same client sent, and at worst lets its own request through as HTTP.
 
         Raises:
             BadRequest: the protocol is not HTTP.
         """
         data = self._data
-        if self._head_bytes < 0:  # the whole head is in this chunk
-            if self._plain_data is data:
+        if self._plain_data is data:
+            return  # no line of this chunk names another protocol
+        if self._scan_data is not data:
+            at = len(method) + len(target) + 1
+            if data.startswith(_SP_HTTP, at):
+                self._scan_data = data
+                self._scan_pos = at
                 return
+        if self._head_bytes < 0:  # the whole head is in this chunk
             if b" RTSP/" not in data and b" ICE/" not in data:
                 # No line of this chunk names another protocol: two scans of the chunk
                 # instead of one search per pipelined request.
