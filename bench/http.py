@@ -2,12 +2,14 @@
 
 Workloads (``--workloads``, default all):
 
-- ``get``: ``GET /api/status``; ceiling, uvicorn, Fastify, granian, packetron.
+- ``get``: ``GET /api/status``; ceiling, floor, uvicorn, Fastify, granian, packetron. The
+  floor (bench/floor_server.py) is the ceiling plus only what ``handler(request,
+  response)`` and ``send_json`` cost: the least any framework of this shape pays.
 - ``post``: ``POST /api/echo`` with a ~200-byte JSON body; the same servers.
 - ``auto``: the same POST to a packetron app whose echo is registered with
   ``HandlerFlags.AUTO_BODY``, beside the same app with ``JSON_BODY`` (A/B).
 - ``pipelined``: ``GET /api/status``, 16 requests per write (``wrk -c256 -s pipeline.lua
-  -- 16``, as TechEmpower's plaintext test); ceiling, uvicorn, packetron.
+  -- 16``, as TechEmpower's plaintext test); ceiling, floor, uvicorn, packetron.
 - ``pattern``: ``GET /users/4711`` among 200 routes (100 exact, 100 ``{id:int}`` patterns);
   packetron, uvicorn + Starlette's Router, Sanic, granian RSGI matching in the app, and
   the ceiling's plain GET as the yardstick.
@@ -268,6 +270,20 @@ CEILING_BATCH = ServerSpec(
                   "--port", str(port), "--batch"],
     modules=("httptools", "uvloop"),
 )
+FLOOR = ServerSpec(
+    "floor",
+    "bench/floor_server.py: the ceiling plus what handler(request, response) costs alone",
+    lambda port: [sys.executable, "-m", "bench.floor_server", "--host", HOST,
+                  "--port", str(port)],
+    modules=("httptools", "uvloop"),
+)
+FLOOR_BATCH = ServerSpec(
+    "floor",
+    "bench/floor_server.py --batch: the same, the answers to one read sent in one write",
+    lambda port: [sys.executable, "-m", "bench.floor_server", "--host", HOST,
+                  "--port", str(port), "--batch"],
+    modules=("httptools", "uvloop"),
+)
 UVICORN = ServerSpec(
     "uvicorn",
     "uvicorn + raw ASGI app (bench/uvicorn_app.py; httptools, uvloop, no access log)",
@@ -336,7 +352,8 @@ GRANIAN_PATTERN = ServerSpec(
     _granian_cmd("bench.granian_app:pattern_app"),
     modules=("granian", "uvloop"),
 )
-SERVER_NAMES = ("ceiling", "uvicorn", "fastify", "granian", "starlette", "sanic", "packetron")
+SERVER_NAMES = ("ceiling", "floor", "uvicorn", "fastify", "granian", "starlette", "sanic",
+                "packetron")
 
 
 # ---------------------------------------------------------------------- workloads
@@ -590,6 +607,7 @@ WORKLOADS: tuple[Workload, ...] = (
         f"GET {STATUS_PATH}",
         (
             Entry("ceiling", CEILING, GET_LOAD, check_status(OK_BODY)),
+            Entry("floor", FLOOR, GET_LOAD, check_status(OK_BODY)),
             Entry("uvicorn", UVICORN, GET_LOAD, check_status(OK_BODY)),
             Entry("fastify", FASTIFY, GET_LOAD, check_status(OK_BODY)),
             Entry("granian", GRANIAN, GET_LOAD, check_status(OK_BODY)),
@@ -624,6 +642,7 @@ WORKLOADS: tuple[Workload, ...] = (
         f"wrk -c{PIPELINE_CONNECTIONS}",
         (
             Entry("ceiling", CEILING_BATCH, PIPELINED_LOAD, check_pipelined(OK_BODY)),
+            Entry("floor", FLOOR_BATCH, PIPELINED_LOAD, check_pipelined(OK_BODY)),
             Entry("uvicorn", UVICORN, PIPELINED_LOAD, check_pipelined(OK_BODY)),
             Entry("packetron", PACKETRON, PIPELINED_LOAD, check_pipelined()),
         ),
@@ -905,6 +924,7 @@ def ensure_wrk(install: bool) -> bool:
 # The Python packages each server needs in this interpreter (packetron's own come with it).
 PYTHON_PACKAGES = {
     "ceiling": ("httptools", "uvloop"),
+    "floor": ("httptools", "uvloop"),
     "uvicorn": ("uvicorn", "httptools", "uvloop"),
     "granian": ("granian", "uvloop"),
 }

@@ -4,16 +4,19 @@ Wall-clock figures on a shared or virtual machine move by tens of percent from o
 to the next; instruction counts do not. This feeds requests straight into HttpProtocol
 (no sockets, as bench/protocol_cost.py does) under ``valgrind --tool=callgrind`` twice, with
 few and with many requests, and prints the difference per request: the interpreter's
-start-up and the app's set-up cancel out. With ``--against REF`` the same is measured on
+start-up and the app's set-up cancel out. The same pair of runs with every read handed to
+a C builtin instead of the protocol is subtracted too, so that making the reads and the
+loop over them are not counted as the server's. With ``--against REF`` the same is measured on
 a git revision (checked out in a temporary worktree) and the change is printed.
 
     python bench/instructions.py                          # every workload, this tree
     python bench/instructions.py --workloads get,plugins --against HEAD~3
+    python bench/instructions.py --workloads get,pipelined --yardsticks  # + ceiling, floor
 
 Each read is a new bytes object (as from a socket); in ``pattern-cold`` each also names a
 path not asked for before (the pattern memo misses every time).
 
-Needs valgrind (``apt-get install valgrind``). One workload takes about a minute.
+Needs valgrind (``apt-get install valgrind``). One workload takes about two minutes.
 """
 from __future__ import annotations
 
@@ -64,25 +67,43 @@ def plain(host, port):
     server.get("api/status", lambda q, s: s.send_json({"status": "ok"}))
     return server
 
-app = {"plain": plain, "pattern": build_pattern, "plugins": build_plugins}[sys.argv[2]]
+server = sys.argv[2]
 payload = bytes.fromhex(sys.argv[3]) * int(sys.argv[4])
 # A new bytes object per read, as a socket gives: some checks are skipped for a read
 # already seen, which feeding one object again and again would measure instead.
-reads = [payload % ((n,) * payload.count(b"%d")) if b"%d" in payload else bytes(bytearray(payload))
+# (The template test is made once: "in" with a bytes needle costs about 1,500 instructions,
+# which would be counted as the server's.)
+holes = payload.count(b"%d")
+reads = [payload % ((n,) * holes) if holes else bytes(bytearray(payload))
          for n in range(int(sys.argv[5]))]
-protocol = HttpProtocol(app("127.0.0.1", 0).serving_state(), asyncio.new_event_loop())
+if server in ("ceiling", "floor"):  # the yardsticks of bench/http.py, same reads
+    if server == "ceiling":
+        from bench.ceiling_server import BatchingProtocol as Batched, CeilingProtocol as Single
+    else:
+        from bench.floor_server import BatchingFloorProtocol as Batched, FloorProtocol as Single
+    protocol = (Batched if int(sys.argv[4]) > 1 else Single)()
+else:
+    app = {"plain": plain, "pattern": build_pattern, "plugins": build_plugins}[server]
+    protocol = HttpProtocol(app("127.0.0.1", 0).serving_state(), asyncio.new_event_loop())
 protocol.connection_made(Sink())
+# The baseline run hands each read to a C builtin instead: what remains is the loop and
+# the making of the reads, which per_request() subtracts.
+feed = len if sys.argv[6] == "baseline" else protocol.data_received
 for data in reads:
-    protocol.data_received(data)
+    feed(data)
 """
 
 
-def count(tree: str, workload: str, reads: int) -> int:
-    """Instructions valgrind counted for one run of the feeder."""
+def count(tree: str, workload: str, reads: int, mode: str = "serve",
+          server: str | None = None) -> int:
+    """Instructions valgrind counted for one run of the feeder (`mode` "baseline": the
+    reads are made and looped over but not served; `server` "ceiling" or "floor": that
+    bench server's protocol instead of packetron's)."""
     app, payload, per_read = WORKLOADS[workload]
+    app = server or app
     done = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         "-c", _FEEDER, tree, app, payload.hex(), str(per_read), str(reads)],
+         "-c", _FEEDER, tree, app, payload.hex(), str(per_read), str(reads), mode],
         capture_output=True, text=True, check=False,
         env={**os.environ, "PYTHONHASHSEED": "0"})  # the same dict layouts every run
     found = re.search(r"Collected : (\d+)", done.stderr)
@@ -91,10 +112,12 @@ def count(tree: str, workload: str, reads: int) -> int:
     return int(found.group(1))
 
 
-def per_request(tree: str, workload: str) -> float:
+def per_request(tree: str, workload: str, server: str | None = None) -> float:
     per_read = WORKLOADS[workload][2]
-    return (count(tree, workload, MANY) - count(tree, workload, FEW)) / (
-        (MANY - FEW) * per_read)
+    served = count(tree, workload, MANY, server=server) - count(tree, workload, FEW,
+                                                                server=server)
+    feeding = count(tree, workload, MANY, "baseline") - count(tree, workload, FEW, "baseline")
+    return (served - feeding) / ((MANY - FEW) * per_read)
 
 
 def worktree(ref: str, into: str) -> str:
@@ -108,6 +131,9 @@ def main() -> None:
     parser.add_argument("--workloads", default=",".join(WORKLOADS),
                         help=f"comma-separated subset of {','.join(WORKLOADS)}")
     parser.add_argument("--against", metavar="REF", help="also measure this git revision")
+    parser.add_argument("--yardsticks", action="store_true",
+                        help="also count bench/ceiling_server.py and bench/floor_server.py "
+                             "on the same reads (get and pipelined)")
     args = parser.parse_args()
     workloads = [name.strip() for name in args.workloads.split(",") if name.strip()]
     unknown = [name for name in workloads if name not in WORKLOADS]
@@ -127,6 +153,11 @@ def main() -> None:
                 theirs = per_request(other, name)
                 line += f"{theirs:>14,.0f}{(ours - theirs) / theirs:>+9.1%}"
             print(line, flush=True)
+            if args.yardsticks and WORKLOADS[name][0] == "plain":
+                for server in ("ceiling", "floor"):
+                    theirs = per_request(REPO_ROOT, name, server)
+                    print(f"  {server:<10}{theirs:>12,.0f}  (packetron {ours / theirs:.2f}x)",
+                          flush=True)
         print("(instructions per request, valgrind callgrind)")
     finally:
         if other:
