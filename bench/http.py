@@ -11,11 +11,12 @@ Workloads (``--workloads``, default all):
 - ``pipelined``: ``GET /api/status``, 16 requests per write (``wrk -c256 -s pipeline.lua
   -- 16``, as TechEmpower's plaintext test); ceiling, floor, uvicorn, packetron.
 - ``pattern``: ``GET /users/4711`` among 200 routes (100 exact, 100 ``{id:int}`` patterns);
-  packetron, uvicorn + Starlette's Router, Sanic, granian RSGI matching in the app, and
-  the ceiling's plain GET as the yardstick.
+  packetron, uvicorn + Starlette's Router, Sanic, granian RSGI matching in the app, the
+  floor serving the same routes, and the ceiling's plain GET as the yardstick.
 - ``plugins``: ``GET /api/status`` with ``Origin``, through packetron's cors,
   security_headers and request_id plugins, and uvicorn + Starlette with the same three
-  middlewares; the ceiling's plain GET as the yardstick.
+  middlewares; the ceiling's plain GET as the yardstick, and the floor with the least
+  the three plugins' work costs.
 
 For each run: start the server pinned to one CPU (``taskset``), wait until it answers,
 check its answers once (status, body, and the headers a workload is about), then load it
@@ -282,6 +283,20 @@ FLOOR_BATCH = ServerSpec(
     "bench/floor_server.py --batch: the same, the answers to one read sent in one write",
     lambda port: [sys.executable, "-m", "bench.floor_server", "--host", HOST,
                   "--port", str(port), "--batch"],
+    modules=("httptools", "uvloop"),
+)
+FLOOR_PLUGINS = ServerSpec(
+    "floor",
+    "bench/floor_server.py --plugins: the floor plus the least the three plugins' work costs",
+    lambda port: [sys.executable, "-m", "bench.floor_server", "--host", HOST,
+                  "--port", str(port), "--plugins"],
+    modules=("httptools", "uvloop"),
+)
+FLOOR_PATTERN = ServerSpec(
+    "floor",
+    "bench/floor_server.py --pattern: the floor serving the 200 routes (dict, regex, memo)",
+    lambda port: [sys.executable, "-m", "bench.floor_server", "--host", HOST,
+                  "--port", str(port), "--pattern"],
     modules=("httptools", "uvloop"),
 )
 UVICORN = ServerSpec(
@@ -654,6 +669,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "(ceiling: plain GET)",
         (
             CEILING_GET,
+            Entry("floor", FLOOR_PATTERN, PATTERN_LOAD, check_pattern),
             Entry("starlette", STARLETTE_PATTERN, PATTERN_LOAD, check_pattern),
             Entry("sanic", SANIC, PATTERN_LOAD, check_pattern),
             Entry("granian", GRANIAN_PATTERN, PATTERN_LOAD, check_pattern),
@@ -667,6 +683,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "(ceiling: plain GET)",
         (
             CEILING_GET,
+            Entry("floor", FLOOR_PLUGINS, PLUGINS_LOAD, check_plugins),
             Entry("starlette", STARLETTE_PLUGINS, PLUGINS_LOAD, check_plugins),
             Entry("packetron", PACKETRON_PLUGINS, PLUGINS_LOAD, check_plugins),
         ),

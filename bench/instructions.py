@@ -76,11 +76,17 @@ payload = bytes.fromhex(sys.argv[3]) * int(sys.argv[4])
 holes = payload.count(b"%d")
 reads = [payload % ((n,) * holes) if holes else bytes(bytearray(payload))
          for n in range(int(sys.argv[5]))]
-if server in ("ceiling", "floor"):  # the yardsticks of bench/http.py, same reads
+if server.startswith(("ceiling", "floor")):  # the yardsticks of bench/http.py, same reads
     if server == "ceiling":
         from bench.ceiling_server import BatchingProtocol as Batched, CeilingProtocol as Single
     else:
+        from bench import floor_server
         from bench.floor_server import BatchingFloorProtocol as Batched, FloorProtocol as Single
+        if server == "floor:pattern":
+            floor_server.use_pattern_routes()
+        elif server == "floor:plugins":
+            floor_server.ROUTES[b"/api/status"][b"GET"] = floor_server.with_plugins(
+                floor_server.status)
     protocol = (Batched if int(sys.argv[4]) > 1 else Single)()
 else:
     app = {"plain": plain, "pattern": build_pattern, "plugins": build_plugins}[server]
@@ -132,8 +138,8 @@ def main() -> None:
                         help=f"comma-separated subset of {','.join(WORKLOADS)}")
     parser.add_argument("--against", metavar="REF", help="also measure this git revision")
     parser.add_argument("--yardsticks", action="store_true",
-                        help="also count bench/ceiling_server.py and bench/floor_server.py "
-                             "on the same reads (get and pipelined)")
+                        help="also count bench/floor_server.py (and, for get and "
+                             "pipelined, bench/ceiling_server.py) on the same reads")
     args = parser.parse_args()
     workloads = [name.strip() for name in args.workloads.split(",") if name.strip()]
     unknown = [name for name in workloads if name not in WORKLOADS]
@@ -153,10 +159,11 @@ def main() -> None:
                 theirs = per_request(other, name)
                 line += f"{theirs:>14,.0f}{(ours - theirs) / theirs:>+9.1%}"
             print(line, flush=True)
-            if args.yardsticks and WORKLOADS[name][0] == "plain":
-                for server in ("ceiling", "floor"):
+            if args.yardsticks:
+                app = WORKLOADS[name][0]
+                for server in ("ceiling", "floor") if app == "plain" else (f"floor:{app}",):
                     theirs = per_request(REPO_ROOT, name, server)
-                    print(f"  {server:<10}{theirs:>12,.0f}  (packetron {ours / theirs:.2f}x)",
+                    print(f"  {server:<14}{theirs:>8,.0f}  (packetron {ours / theirs:.2f}x)",
                           flush=True)
         print("(instructions per request, valgrind callgrind)")
     finally:

@@ -187,12 +187,14 @@ def _path_value(segments: list[str], start: int) -> str | None:
 class PatternTable(Generic[T]):
     """Path patterns -> one entry per RequestMethod, matched through a segment trie."""
 
-    __slots__ = ("_count", "_memo", "_root", "_shapes")
+    __slots__ = ("count", "_memo", "_root", "_shapes")
 
     def __init__(self) -> None:
         self._root: _Node[T] = _Node()
         self._shapes: dict[tuple[str | tuple[str], ...], _Shape[T]] = {}
-        self._count = 0
+        # Patterns registered. The protocol reads this attribute rather than testing the
+        # table's truth, which would call __bool__ on every request.
+        self.count = 0
         # raw path -> what match() found for it (None: no pattern matches).
         self._memo: dict[bytes, tuple[list[T | None], dict[str, Any]] | None] = {}
 
@@ -221,7 +223,7 @@ class PatternTable(Generic[T]):
         previous = slots[method]
         slots[method] = entry
         if previous is None:
-            self._count += 1
+            self.count += 1
         return previous
 
     def _attach(self, segments: list[_Segment], slots: list[T | None]) -> None:
@@ -267,7 +269,7 @@ class PatternTable(Generic[T]):
         if current is None or (entry is not None and current is not entry):
             return False
         shape.slots[method] = None
-        self._count -= 1
+        self.count -= 1
         self._memo.clear()
         if all(slot is None for slot in shape.slots):
             del self._shapes[shape_key]
@@ -361,11 +363,10 @@ class PatternTable(Generic[T]):
                     yield pattern, method, entry
 
     def __len__(self) -> int:
-        return self._count
+        return self.count
 
     def __bool__(self) -> bool:
-        # Explicit so the hot path's `if patterns:` is one attribute read, not __len__.
-        return self._count > 0
+        return self.count > 0
 
 
 def _descend(node: _Node[T], segments: list[str]) -> tuple[list[T | None], dict[str, Any]] | None:

@@ -55,6 +55,9 @@ _PAUSE_UPGRADE = 8   # a WebSocket upgrade waits for its handler to take the con
 _WATCHED_LENGTHS = frozenset({len(b"content-length"), len(b"content-type"),
                               len(b"transfer-encoding"),
                               len(b"connection"), len(b"expect")})
+# Their first letters: Origin, Accept and User-Agent share a length with one of them, and
+# browsers send all three, which then cost no call.
+_WATCHED_FIRST_BYTES = frozenset(b"cCtTeE")
 METHOD_NAMES = {name: name.decode("ascii") for name in METHOD_INDEX}
 # Host is uri-host [":" port] (RFC 9112 §3.2, RFC 3986 §3.2.2): 1 marks every other byte, so
 # `1 in value.translate(table)` finds a space, "/", "@", "?", "\\" or a non-ASCII byte in one
@@ -379,7 +382,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._host_count += 1
                 if 1 in value.translate(_HOST_INVALID_TABLE):
                     self._invalid_host(value)
-        elif length in _WATCHED_LENGTHS:
+        elif length in _WATCHED_LENGTHS and name[0] in _WATCHED_FIRST_BYTES:
             self._watch_header(name.lower(), value)
 
     def _invalid_host(self, value: bytes) -> None:
@@ -454,7 +457,7 @@ class HttpProtocol(asyncio.Protocol):
             params = None
             if methods is not None:
                 route = methods.get(method)
-            elif self._patterns:
+            elif self._patterns.count:  # an attribute: truth would call __bool__
                 route, params = self._fast_pattern(target, method)
             else:
                 route = None
@@ -534,7 +537,7 @@ class HttpProtocol(asyncio.Protocol):
         else:  # percent-escapes, absolute-form or asterisk-form: decode first
             slots = self.state.router.lookup(decode_target(target)[0].strip("/"))
         params = None
-        if slots is None and self._patterns:
+        if slots is None and self._patterns.count:
             # Only when no exact route matched: exact routes pay nothing for patterns.
             cached = self._pattern_found
             found = cached[1] if cached is not None and cached[0] is target \
