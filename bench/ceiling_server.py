@@ -34,6 +34,7 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
 import signal  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
 import httptools  # noqa: E402
 import uvloop  # noqa: E402
@@ -167,17 +168,21 @@ class BatchingProtocol(CeilingProtocol):
         self.batch.flush()
 
 
-async def serve(host: str, port: int, batch: bool = False) -> None:
+async def serve_until_stopped(factory: Callable[[], asyncio.Protocol], host: str,
+                              port: int) -> None:
+    """Listen with `factory`'s protocols until SIGTERM or SIGINT (bench/floor_server.py
+    serves the same way)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = await loop.create_server(
-        BatchingProtocol if batch else CeilingProtocol, host, port, reuse_address=True,
-        backlog=2048,
-    )
+    server = await loop.create_server(factory, host, port, reuse_address=True, backlog=2048)
     async with server:
         await stop.wait()
+
+
+async def serve(host: str, port: int, batch: bool = False) -> None:
+    await serve_until_stopped(BatchingProtocol if batch else CeilingProtocol, host, port)
 
 
 def main(argv: list[str] | None = None) -> None:

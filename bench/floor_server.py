@@ -42,7 +42,6 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import email.utils  # noqa: E402
 import json  # noqa: E402
-import signal  # noqa: E402
 from random import getrandbits  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
@@ -52,6 +51,7 @@ import re  # noqa: E402
 import httptools  # noqa: E402
 import uvloop  # noqa: E402
 
+from bench.ceiling_server import serve_until_stopped  # noqa: E402
 from bench.routetable import EXACT_PATHS, PATTERN_PREFIXES  # noqa: E402
 
 _dumps: Callable[[Any], bytes]
@@ -264,17 +264,8 @@ class BatchingFloorProtocol(FloorProtocol):
 
 
 async def serve(host: str, port: int, batch: bool = False) -> None:
-    loop = asyncio.get_running_loop()
-    Clock.tick(loop)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    server = await loop.create_server(
-        BatchingFloorProtocol if batch else FloorProtocol, host, port, reuse_address=True,
-        backlog=2048,
-    )
-    async with server:
-        await stop.wait()
+    Clock.tick(asyncio.get_running_loop())
+    await serve_until_stopped(BatchingFloorProtocol if batch else FloorProtocol, host, port)
 
 
 def main(argv: list[str] | None = None) -> None:

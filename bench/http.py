@@ -257,48 +257,27 @@ def _fastify_unavailable() -> str | None:
 
 
 
-CEILING = ServerSpec(
-    "ceiling",
-    "bench/ceiling_server.py: asyncio.Protocol + httptools + uvloop, prebuilt responses",
-    lambda port: [sys.executable, "-m", "bench.ceiling_server", "--host", HOST,
-                  "--port", str(port)],
-    modules=("httptools", "uvloop"),
-)
-CEILING_BATCH = ServerSpec(
-    "ceiling",
-    "bench/ceiling_server.py --batch: the same, the answers to one read sent in one write",
-    lambda port: [sys.executable, "-m", "bench.ceiling_server", "--host", HOST,
-                  "--port", str(port), "--batch"],
-    modules=("httptools", "uvloop"),
-)
-FLOOR = ServerSpec(
-    "floor",
-    "bench/floor_server.py: the ceiling plus what handler(request, response) costs alone",
-    lambda port: [sys.executable, "-m", "bench.floor_server", "--host", HOST,
-                  "--port", str(port)],
-    modules=("httptools", "uvloop"),
-)
-FLOOR_BATCH = ServerSpec(
-    "floor",
-    "bench/floor_server.py --batch: the same, the answers to one read sent in one write",
-    lambda port: [sys.executable, "-m", "bench.floor_server", "--host", HOST,
-                  "--port", str(port), "--batch"],
-    modules=("httptools", "uvloop"),
-)
-FLOOR_PLUGINS = ServerSpec(
-    "floor",
-    "bench/floor_server.py --plugins: the floor plus the least the three plugins' work costs",
-    lambda port: [sys.executable, "-m", "bench.floor_server", "--host", HOST,
-                  "--port", str(port), "--plugins"],
-    modules=("httptools", "uvloop"),
-)
-FLOOR_PATTERN = ServerSpec(
-    "floor",
-    "bench/floor_server.py --pattern: the floor serving the 200 routes (dict, regex, memo)",
-    lambda port: [sys.executable, "-m", "bench.floor_server", "--host", HOST,
-                  "--port", str(port), "--pattern"],
-    modules=("httptools", "uvloop"),
-)
+def _yardstick(name: str, description: str, *flags: str) -> ServerSpec:
+    """The ceiling or the floor (bench/<name>_server.py), run with `flags`."""
+    module = f"bench.{name}_server"
+    return ServerSpec(
+        name, f"bench/{name}_server.py{''.join(' ' + flag for flag in flags)}: {description}",
+        lambda port: [sys.executable, "-m", module, "--host", HOST, "--port", str(port),
+                      *flags],
+        modules=("httptools", "uvloop"),
+    )
+
+
+CEILING = _yardstick("ceiling", "asyncio.Protocol + httptools + uvloop, prebuilt responses")
+CEILING_BATCH = _yardstick(
+    "ceiling", "the same, the answers to one read sent in one write", "--batch")
+FLOOR = _yardstick("floor", "the ceiling plus what handler(request, response) costs alone")
+FLOOR_BATCH = _yardstick(
+    "floor", "the same, the answers to one read sent in one write", "--batch")
+FLOOR_PLUGINS = _yardstick(
+    "floor", "the floor plus the least the three plugins' work costs", "--plugins")
+FLOOR_PATTERN = _yardstick(
+    "floor", "the floor serving the 200 routes (dict, regex, memo)", "--pattern")
 UVICORN = ServerSpec(
     "uvicorn",
     "uvicorn + raw ASGI app (bench/uvicorn_app.py; httptools, uvloop, no access log)",
