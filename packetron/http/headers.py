@@ -5,6 +5,11 @@ from typing import Iterator, Mapping
 
 __all__ = ["Headers"]
 
+# Raw header names as the parser gives them -> their lowercase text: most requests carry
+# the same few names, decoded and lowercased once per process instead of once per request.
+_KEYS: dict[bytes, str] = {}
+_KEYS_MAX = 1024  # bounded: names come from clients
+
 
 class Headers(Mapping[str, str]):
     """Read-only, case-insensitive view of request headers.
@@ -21,7 +26,11 @@ class Headers(Mapping[str, str]):
         self.raw = raw
         merged: dict[str, str] = {}
         for name, value in raw:
-            key = name.decode("latin-1").lower()
+            key = _KEYS.get(name)
+            if key is None:
+                key = name.decode("latin-1").lower()
+                if len(_KEYS) < _KEYS_MAX:
+                    _KEYS[name] = key
             text = value.decode("latin-1").strip(" \t")
             if key in merged:
                 merged[key] = merged[key] + ", " + text

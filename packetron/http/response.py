@@ -176,38 +176,46 @@ class Response:
             self._has_content_type = True
 
     def set_headers(self, block: HeaderBlock) -> None:
-        """set_header() for every header of `block`, each replacing one of its name."""
-        if not self._extend_disjoint(block):
-            for name, _, text in block.entries:
-                self.set_header(name, text)
+        """set_header() for every header of `block`, each replacing one of its name.
 
-    def add_missing_headers(self, block: HeaderBlock) -> None:
-        """Set each header of `block` whose name is not set yet: defaults that never
-        override what the handler (or another plugin) set."""
-        if not self._extend_disjoint(block):
-            names = self._header_names
-            for name, lowered, text in block.entries:
-                if names is None or lowered not in names:
-                    self.set_header(name, text)
-
-    def _extend_disjoint(self, block: HeaderBlock) -> bool:
-        """Add the whole block in one extend when none of its names is set yet (the usual
-        case for both methods above, where they mean the same); False when one is, and
-        each header must be decided by name."""
+        Raises:
+            ResponseAlreadySent: the head has been written already.
+        """
         if self.sent:
             raise ResponseAlreadySent("headers cannot change after the response was sent")
         headers = self._headers
         names = self._header_names
         if headers is None or names is None:
-            headers = self._headers = []
-            names = self._header_names = set()
-        elif not names.isdisjoint(block.names):
-            return False
-        headers.extend(block.pairs)
-        names.update(block.names)
+            # The first headers of the answer (after-hooks expose the content type so).
+            self._headers = list(block.pairs)
+            self._header_names = set(block.names)
+        elif names.isdisjoint(block.names):
+            # None of them set yet, the usual case: no name to replace, one extend.
+            headers.extend(block.pairs)
+            names.update(block.names)
+        else:
+            for name, _, text in block.entries:
+                self.set_header(name, text)
+            return
         if block.content_type:
             self._has_content_type = True
-        return True
+
+    def add_missing_headers(self, block: HeaderBlock) -> None:
+        """Set each header of `block` whose name is not set yet: defaults that never
+        override what the handler (or another plugin) set.
+
+        Raises:
+            ResponseAlreadySent: the head has been written already.
+        """
+        names = self._header_names
+        if names is None or names.isdisjoint(block.names):
+            self.set_headers(block)  # none of them set: setting them all is the same
+            return
+        if self.sent:
+            raise ResponseAlreadySent("headers cannot change after the response was sent")
+        for name, lowered, text in block.entries:
+            if lowered not in names:
+                self.set_header(name, text)
 
     def reset_headers(self, headers: Any = ()) -> None:
         """Drop every header set so far and set `headers` (name, value pairs) instead: an
@@ -275,9 +283,10 @@ class Response:
         all were synchronous, else an awaitable that runs the first async one and every
         hook after it, in order. A hook that raises is logged and skipped."""
         self.status = status
-        afters, self._afters = self._afters, ()
+        hooks = iter(self._afters)
+        self._afters = ()
         request = self._request
-        for index, plugin in enumerate(afters):
+        for plugin in hooks:
             # _call_after written out: one call fewer per hook on every answer.
             try:
                 result = plugin.after(request, self)
@@ -285,7 +294,8 @@ class Response:
                 _log_after_failure(request, exc)
                 continue
             if result is not None and inspect.isawaitable(result):
-                return self._finish_afters(result, afters[index + 1:])
+                # What the iterator has not given yet: the hooks after this one.
+                return self._finish_afters(result, tuple(hooks))
         return None
 
     def _call_after(self, plugin: Any) -> Awaitable[None] | None:

@@ -122,9 +122,9 @@ class CorsPolicy:
         if max_age is not None and (not isinstance(max_age, int) or max_age < 0):
             raise ConfigError(f"cors: max_age must be a number of seconds >= 0, got {max_age!r}")
         self.max_age = max_age
-        # Origin as sent -> the headers of an ordinary answer to it (None: not allowed).
-        # A site sees few origins; the bound keeps a client sending random ones harmless.
-        self._simple_blocks: dict[str, HeaderBlock | None] = {}
+        # Origin as sent -> answer_blocks(origin). A site sees few origins; the bound
+        # keeps a client sending random ones harmless.
+        self._simple_blocks: dict[str, tuple[HeaderBlock | None, HeaderBlock]] = {}
 
     def allows_origin(self, origin: str) -> bool:
         """Whether a request from `origin` (the Origin header as sent) may see answers."""
@@ -155,17 +155,24 @@ class CorsPolicy:
 
     def simple_block(self, origin: str) -> HeaderBlock | None:
         """simple_headers(origin), checked once and remembered; None when not allowed."""
+        return self.answer_blocks(origin)[0]
+
+    def answer_blocks(self, origin: str) -> tuple[HeaderBlock | None, HeaderBlock]:
+        """(simple_block(origin), `Vary: Origin` followed by simple_headers(origin)),
+        checked once and remembered: the second sets both in one go on an answer that
+        has no Vary yet."""
         blocks = self._simple_blocks
         try:
             return blocks[origin]
         except KeyError:
             pass
         headers = self.simple_headers(origin)
-        block = HeaderBlock(headers) if headers else None
+        pair = ((HeaderBlock(headers), HeaderBlock([*_VARY_ORIGIN.pairs, *headers]))
+                if headers else (None, _VARY_ORIGIN))
         if len(blocks) >= _SIMPLE_BLOCKS_MAX:
             blocks.clear()
-        blocks[origin] = block
-        return block
+        blocks[origin] = pair
+        return pair
 
     def preflight(self, origin: str, method: str,
                   requested_headers: str | None) -> tuple[list[tuple[str, str]], str | None]:
@@ -204,6 +211,7 @@ def _as_tuple(value: Iterable[str] | str) -> tuple[str, ...]:
 
 
 def _is_preflight(request: Any) -> bool:
+    # Callers test the method first: most requests are not OPTIONS, and skip the call.
     headers = request.headers
     return (request.method == "OPTIONS" and "origin" in headers
             and "access-control-request-method" in headers)
@@ -244,7 +252,7 @@ def cors(allow_origins: Iterable[str] | str = ("*",),
                         allow_credentials, expose_headers, max_age)
 
     def answer_preflight(request: Any, response: Any) -> bool:
-        if not _is_preflight(request):
+        if request.method != "OPTIONS" or not _is_preflight(request):
             return False
         headers = request.headers
         allowed, refusal = policy.preflight(headers["origin"],
@@ -258,15 +266,23 @@ def cors(allow_origins: Iterable[str] | str = ("*",),
         response.send_status_code(204)
         return True
 
+    remembered = policy._simple_blocks
+
     def add_headers(request: Any, response: Any) -> None:
-        if response.get_header("Vary") is None:
-            response.add_missing_headers(_VARY_ORIGIN)
-        else:
-            add_vary(response, "Origin")
         origin = request.headers.get("origin")
-        if origin is None or _is_preflight(request):
-            return  # a preflight's headers were decided when it was answered
-        block = policy.simple_block(origin)
+        if origin is None or (request.method == "OPTIONS" and _is_preflight(request)):
+            # No origin to name; a preflight's headers were decided when it was answered.
+            block, with_vary = None, _VARY_ORIGIN
+        else:
+            # answer_blocks' memory read here: no call for an origin seen before.
+            pair = remembered.get(origin)
+            block, with_vary = pair if pair is not None else policy.answer_blocks(origin)
+        if response.get_header("Vary") is None:
+            # With no Vary yet, setting `Vary: Origin` and then the block is setting both
+            # at once: one call, one extend when the handler set none of them.
+            response.set_headers(with_vary)
+            return
+        add_vary(response, "Origin")
         if block is not None:
             response.set_headers(block)
 

@@ -51,7 +51,9 @@ def request_id(header: str = "x-request-id") -> Plugin:
         raise ConfigError(f"request_id: {header!r} is not a header name")
 
     def assign(request: Any, response: Any) -> bool:
-        request.id = request_id_of(request.headers.get(header))
+        value = request.headers.get(header)
+        # Most clients send no id: a new one without request_id_of's call.
+        request.id = new_request_id() if value is None else request_id_of(value)
         return False
 
     def echo(request: Any, response: Any) -> None:

@@ -102,3 +102,46 @@ def test_prebuilt_lines_become_headers_and_a_repeated_name_still_works() -> None
     twice = fresh()
     twice._expose_head_lines(b"x-b: 1\r\nx-b: 2\r\ncontent-length: 9\r\n")
     assert twice._headers == [("x-b", "2")]  # as set_header twice; framing left out
+
+
+def test_add_missing_headers_after_the_head_raises_even_with_nothing_missing() -> None:
+    from packetron.errors import ResponseAlreadySent
+
+    block = HeaderBlock([("X-Frame-Options", "DENY")])
+    for preset in ((), (("X-Frame-Options", "SAMEORIGIN"),)):
+        response = fresh()
+        for name, value in preset:
+            response.set_header(name, value)
+        response.sent = True
+        with pytest.raises(ResponseAlreadySent):
+            response.add_missing_headers(block)
+        with pytest.raises(ResponseAlreadySent):
+            response.set_headers(block)
+
+
+def test_an_async_after_hook_runs_the_hooks_after_it_in_order() -> None:
+    import asyncio
+
+    seen: list[str] = []
+
+    class Hook:
+        def __init__(self, name: str, is_async: bool) -> None:
+            self.name = name
+            self.is_async = is_async
+
+        def after(self, request: object, response: Response) -> object:
+            if not self.is_async:
+                seen.append(self.name)
+                return None
+
+            async def later() -> None:
+                seen.append(self.name)
+            return later()
+
+    response = fresh()
+    response.use_after_hooks((Hook("a", False), Hook("b", True), Hook("c", False),
+                              Hook("d", True)))
+    waiting = response._run_afters(200)
+    assert seen == ["a"] and waiting is not None and response._afters == ()
+    asyncio.run(waiting)  # type: ignore[arg-type]
+    assert seen == ["a", "b", "c", "d"]

@@ -374,3 +374,45 @@ def test_cors_remembers_its_answer_per_origin_within_a_bound() -> None:
         assert policy.simple_block(f"https://h{number}.example") is None
         assert len(policy._simple_blocks) <= crossorigin._SIMPLE_BLOCKS_MAX
     assert policy.simple_block("https://app.example") is not None
+
+
+@pytest.mark.parametrize("method, origin", [
+    ("GET", "https://app.example"), ("GET", "https://evil.example"), ("GET", None),
+    ("OPTIONS", "https://app.example"),  # not a preflight: no Access-Control-Request-Method
+])
+@pytest.mark.parametrize("preset", [
+    [], [("Vary", "Accept")], [("Vary", "origin")], [("Access-Control-Allow-Origin", "x")],
+    [("Vary", "Accept"), ("Access-Control-Allow-Origin", "x"), ("X-Other", "1")],
+])
+def test_cors_headers_are_those_of_vary_then_the_origins_block(method, origin,
+                                                                preset) -> None:
+    """Vary: Origin and the origin's headers set at once (when no Vary is set) end as
+    adding Vary, then setting the origin's headers one by one, would."""
+    from packetron.http.headers import Headers
+    from packetron.http.response import Response
+    from packetron.plugins.crossorigin import _VARY_ORIGIN
+
+    class Request:
+        def __init__(self) -> None:
+            self.method = method
+            raw = [(b"Origin", origin.encode())] if origin is not None else []
+            self.headers = Headers(raw)
+
+    policy = CorsPolicy(allow_origins=["https://app.example"], allow_credentials=True,
+                        expose_headers=["X-Total"])
+    plugin = cors(allow_origins=["https://app.example"], allow_credentials=True,
+                  expose_headers=["X-Total"])
+    by_plugin = Response(None, None)  # type: ignore[arg-type]
+    expected = Response(None, None)  # type: ignore[arg-type]
+    for response in (by_plugin, expected):
+        for name, value in preset:
+            response.set_header(name, value)
+    plugin.after(Request(), by_plugin)  # type: ignore[misc]
+    if expected.get_header("Vary") is None:
+        expected.add_missing_headers(_VARY_ORIGIN)
+    else:
+        add_vary(expected, "Origin")
+    block = policy.simple_block(origin) if origin is not None else None
+    if block is not None:
+        expected.set_headers(block)
+    assert by_plugin._headers == expected._headers
