@@ -458,7 +458,7 @@ class HttpProtocol(asyncio.Protocol):
             if methods is not None:
                 route = methods.get(method)
             elif self._patterns.count:  # an attribute: truth would call __bool__
-                route, params = self._fast_pattern(target, method)
+                route, params = self._fast_pattern(target, query_at, method)
             else:
                 route = None
             globals_ = self._globals
@@ -607,12 +607,12 @@ class HttpProtocol(asyncio.Protocol):
                 # queued bodies of 16 MiB each would be half a gigabyte): read no further.
                 self._pause(_PAUSE_PIPELINE)
 
-    def _fast_pattern(self, target: bytes, method: bytes) -> tuple[Any, Any]:
+    def _fast_pattern(self, target: bytes, query_at: int, method: bytes) -> tuple[Any, Any]:
         """(route, path params) of a pattern route for the fast lane; (None, None) when
-        there is none for this method (the general path then decides 404 or 405)."""
+        there is none for this method (the general path then decides 404 or 405).
+        `query_at`: where the query string begins in `target` ("?"), -1 without one."""
         if 35 in target:  # "#": the general path answers 400
             return None, None
-        query_at = target.find(63)
         found = self._patterns.match_raw(target if query_at < 0 else target[:query_at])
         self._pattern_found = (target, found)  # the same head's general path reuses it
         index = METHOD_INDEX.get(method)
