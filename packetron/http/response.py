@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, BinaryIO, Coroutine
 
 from packetron.errors import ResponseAlreadySent
 from packetron.http import wire
+from packetron.http.wire import NAME_VALUE_JOIN as _NAME_VALUE_JOIN
 from packetron.http.bodies import encode_json, encode_json_fast
 from packetron.http.cookies import SameSite, build_set_cookie
 from packetron.http.sse import DEFAULT_HEARTBEAT_SECONDS, SSE_HEADERS, EventStream
@@ -42,7 +43,6 @@ _CHECKED_NAMES_MAX = 1024
 # content types and cached static files, each parsed once instead of once per answer.
 _EXPOSED_LINES: dict[bytes, HeaderBlock] = {}
 _EXPOSED_LINES_MAX = 4096
-_NAME_VALUE_JOIN = ": ".join  # ("name", "value") -> "name: value", in C
 
 
 def _parse_head_lines(lines: bytes) -> tuple[tuple[str, str], ...]:
@@ -53,6 +53,14 @@ def _parse_head_lines(lines: bytes) -> tuple[tuple[str, str], ...]:
         if sep and name.strip().lower().decode("latin-1") not in _FRAMING_HEADERS:
             pairs.append((name.strip().decode("latin-1"), value.strip().decode("latin-1")))
     return tuple(pairs)
+
+
+def _header_text(name: str, value: Any) -> str:
+    """`value` as the text of header `name`; ValueError for CR or LF (response splitting)."""
+    text = value if type(value) is str else str(value)
+    if "\r" in text or "\n" in text:
+        raise ValueError(f"invalid header {name!r}")
+    return text
 
 
 def _check_name(name: str) -> str:
@@ -88,9 +96,7 @@ class HeaderBlock:
     def __init__(self, headers: Iterable[tuple[str, Any]]) -> None:
         entries: list[tuple[str, str, str]] = []
         for name, value in headers:
-            text = value if type(value) is str else str(value)
-            if "\r" in text or "\n" in text:
-                raise ValueError(f"invalid header {name!r}")
+            text = _header_text(name, value)
             lowered = _check_name(name)
             if lowered != "set-cookie" and any(lowered == seen for _, seen, _ in entries):
                 raise ValueError(f"header {name!r} is given twice")
@@ -157,9 +163,7 @@ class Response:
         """
         if self.sent:
             raise ResponseAlreadySent("headers cannot change after the response was sent")
-        text = value if type(value) is str else str(value)
-        if "\r" in text or "\n" in text:
-            raise ValueError(f"invalid header {name!r}")
+        text = _header_text(name, value)
         lowered = _CHECKED_NAMES.get(name)
         if lowered is None:
             lowered = _check_name(name)
