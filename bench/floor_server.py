@@ -186,7 +186,7 @@ def use_pattern_routes() -> None:
 class FloorProtocol(asyncio.Protocol):
     """One connection: the callbacks gather the request, the last one calls its handler."""
 
-    __slots__ = ("transport", "parser", "url", "headers", "write", "closing")
+    __slots__ = ("transport", "parser", "url", "headers", "write", "closing", "batch")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
@@ -194,6 +194,7 @@ class FloorProtocol(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.closing = False
+        self.batch: list[bytes] | None = None  # BatchingFloorProtocol's
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -203,8 +204,12 @@ class FloorProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            self.transport.write(BAD_REQUEST_CLOSE)
+            self.write(BAD_REQUEST_CLOSE)
             self.closing = True
+        batch = self.batch
+        if batch:  # BatchingFloorProtocol: the answers to this read, in one write
+            self.transport.write(b"".join(batch))
+            batch.clear()
         if self.closing:
             self.transport.close()
 
@@ -242,25 +247,13 @@ class FloorProtocol(asyncio.Protocol):
 class BatchingFloorProtocol(FloorProtocol):
     """FloorProtocol whose answers to one read go out in one write."""
 
-    __slots__ = ("batch",)
+    __slots__ = ()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.batch: list[bytes] = []
-        self.write = self.batch.append  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.batch.append(BAD_REQUEST_CLOSE)
-            self.closing = True
-        batch = self.batch
-        if batch:
-            self.transport.write(b"".join(batch))
-            batch.clear()
-        if self.closing:
-            self.transport.close()
+        batch: list[bytes] = []
+        self.batch = batch
+        self.write = batch.append  # type: ignore[assignment]
 
 
 async def serve(host: str, port: int, batch: bool = False) -> None:
